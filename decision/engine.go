@@ -1,0 +1,373 @@
+package decision
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"sync/atomic"
+	"time"
+
+	"github.com/dgraph-io/ristretto/v2"
+)
+
+// Check is the kind of question a request asks.
+type Check uint8
+
+const (
+	CheckSeat Check = iota
+	CheckEntitlement
+	numChecks
+)
+
+func (c Check) String() string {
+	if c == CheckEntitlement {
+		return "entitlement"
+	}
+	return "seat"
+}
+
+// API names the front a decision was asked through; it labels metrics.
+type API uint8
+
+const (
+	APIEvaluate API = iota
+	APIBatch
+	APICompat
+	APIExtAuthzGRPC
+	APIExtAuthzHTTP
+	APICLI
+	numAPIs
+)
+
+var apiNames = [numAPIs]string{"evaluate", "batch", "compat", "ext_authz_grpc", "ext_authz_http", "cli"}
+
+func (a API) String() string { return apiNames[a] }
+
+// Request is one seat or entitlement check. The engine does not retain it.
+type Request struct {
+	TenantID string
+	// AppID is the caller's app scope: when set, only records stamped with
+	// the same app_id are visible.
+	AppID   string
+	Subject Principal
+	Check   Check
+	License string // seat: a license id or name
+	AssetID string // entitlement
+	Type    string // entitlement type
+	// At is the time the check is asked about; zero or NoTime means now.
+	At Instant
+}
+
+// DecisionID identifies one decision: a per-process random prefix and a
+// counter, so ids are unique without a lock or an allocation.
+type DecisionID [16]byte
+
+// AppendText appends the id as 32 hex digits.
+func (id DecisionID) AppendText(b []byte) []byte {
+	var dst [32]byte
+	hex.Encode(dst[:], id[:])
+	return append(b, dst[:]...)
+}
+
+func (id DecisionID) String() string { return string(id.AppendText(nil)) }
+
+// Decision is the answer to a Request.
+type Decision struct {
+	ID       DecisionID
+	Allowed  bool
+	Reason   Reason
+	Grant    Grant // set only when Allowed
+	Revision uint64
+	Cached   bool
+}
+
+// Policy decides outcomes from facts. Implementations are immutable and
+// safe for concurrent use; a new policy revision is a new value.
+type Policy interface {
+	Revision() uint64
+	Seat(SeatFacts) Outcome
+	Entitlement(EntFacts) Outcome
+	// Implying returns the entitlement types, other than typ itself, whose
+	// holders also hold typ.
+	Implying(typ string) []string
+}
+
+// Errors the engine returns; fronts map them to statuses.
+var (
+	ErrNoState  = errors.New("no state snapshot loaded")
+	ErrNoPolicy = errors.New("no policy compiled")
+)
+
+// Config configures an Engine.
+type Config struct {
+	// CacheEntries is the decision cache's capacity in entries; 0 means
+	// the default of 1,000,000 and a negative value disables the cache.
+	CacheEntries int64
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Metrics receives decision and cache metrics; nil records none.
+	Metrics *Metrics
+}
+
+type cacheEntry struct {
+	key       string
+	tenantRev uint64
+	policyRev uint64
+	win       window
+	outcome   Outcome
+	grant     Grant
+}
+
+type policyBox struct{ p Policy }
+
+// Engine answers checks from the current snapshot and policy. It is safe
+// for concurrent use; SetSnapshot and SetPolicy swap atomically and every
+// Decide sees one snapshot and one policy from start to end.
+type Engine struct {
+	snap    atomic.Pointer[Snapshot]
+	pol     atomic.Pointer[policyBox]
+	fresh   atomic.Int64
+	cache   *ristretto.Cache[uint64, *cacheEntry]
+	seed    maphash.Seed
+	now     func() time.Time
+	metrics *Metrics
+	idBase  [8]byte
+	idSeq   atomic.Uint64
+}
+
+// NewEngine returns an engine with no state and no policy yet.
+func NewEngine(cfg Config) (*Engine, error) {
+	e := &Engine{seed: maphash.MakeSeed(), now: cfg.Now, metrics: cfg.Metrics}
+	if e.now == nil {
+		e.now = time.Now
+	}
+	if _, err := rand.Read(e.idBase[:]); err != nil {
+		return nil, fmt.Errorf("decision id seed: %w", err)
+	}
+	if cfg.CacheEntries >= 0 {
+		n := cfg.CacheEntries
+		if n == 0 {
+			n = 1_000_000
+		}
+		c, err := ristretto.NewCache(&ristretto.Config[uint64, *cacheEntry]{
+			NumCounters:        10 * n,
+			MaxCost:            n,
+			BufferItems:        64,
+			IgnoreInternalCost: true,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("decision cache: %w", err)
+		}
+		e.cache = c
+	}
+	return e, nil
+}
+
+// Close releases the cache's goroutines.
+func (e *Engine) Close() {
+	if e.cache != nil {
+		e.cache.Close()
+	}
+}
+
+// SetSnapshot publishes a new state snapshot.
+func (e *Engine) SetSnapshot(s *Snapshot) {
+	e.snap.Store(s)
+	e.MarkFresh(s.Built)
+	if e.metrics != nil {
+		e.metrics.setState(s)
+	}
+}
+
+// MarkFresh records that the state was known to be current at t.
+func (e *Engine) MarkFresh(t time.Time) { e.fresh.Store(t.UnixNano()) }
+
+// FreshAt returns when the state was last known to be current.
+func (e *Engine) FreshAt() time.Time { return time.Unix(0, e.fresh.Load()) }
+
+// Snapshot returns the current snapshot, or nil.
+func (e *Engine) Snapshot() *Snapshot { return e.snap.Load() }
+
+// SetPolicy publishes a new policy.
+func (e *Engine) SetPolicy(p Policy) { e.pol.Store(&policyBox{p}) }
+
+// Policy returns the current policy, or nil.
+func (e *Engine) Policy() Policy {
+	if b := e.pol.Load(); b != nil {
+		return b.p
+	}
+	return nil
+}
+
+// Ready reports whether the engine has both a snapshot and a policy.
+func (e *Engine) Ready() bool { return e.snap.Load() != nil && e.pol.Load() != nil }
+
+// WaitCache blocks until pending cache writes are applied (for tests).
+func (e *Engine) WaitCache() {
+	if e.cache != nil {
+		e.cache.Wait()
+	}
+}
+
+// Decide answers one check. A cache hit costs no allocation.
+func (e *Engine) Decide(api API, req *Request) (Decision, error) {
+	start := e.now()
+	snap := e.snap.Load()
+	if snap == nil {
+		return Decision{}, ErrNoState
+	}
+	box := e.pol.Load()
+	if box == nil {
+		return Decision{}, ErrNoPolicy
+	}
+	pol := box.p
+	at := req.At
+	if at == 0 || at == NoTime {
+		at = InstantOf(start)
+	}
+	t := snap.tenants[req.TenantID]
+	var trev uint64
+	if t != nil {
+		trev = t.Revision
+	}
+	d := Decision{ID: e.nextID(), Revision: snap.Revision}
+
+	var arr [256]byte
+	key := appendKey(arr[:0], req)
+	var h uint64
+	if e.cache != nil {
+		h = maphash.Bytes(e.seed, key)
+		if c, ok := e.cache.Get(h); ok && c.key == string(key) && c.tenantRev == trev &&
+			c.policyRev == pol.Revision() && c.win.holds(at) {
+			d.Allowed, d.Reason, d.Grant, d.Cached = c.outcome.Allowed, c.outcome.Reason, c.grant, true
+			e.observe(api, req.Check, d, start)
+			return d, nil
+		}
+	}
+	var (
+		o   Outcome
+		g   Grant
+		win window
+	)
+	switch req.Check {
+	case CheckSeat:
+		o, g, win = decideSeat(t, pol, req, at)
+	case CheckEntitlement:
+		o, g, win = decideEntitlement(t, pol, req, at)
+	default:
+		return Decision{}, fmt.Errorf("unknown check %d", req.Check)
+	}
+	if !o.Allowed {
+		g = Grant{}
+	}
+	d.Allowed, d.Reason, d.Grant = o.Allowed, o.Reason, g
+	if e.cache != nil {
+		e.cache.Set(h, &cacheEntry{key: string(key), tenantRev: trev, policyRev: pol.Revision(), win: win, outcome: o, grant: g}, 1)
+	}
+	e.observe(api, req.Check, d, start)
+	return d, nil
+}
+
+func (e *Engine) observe(api API, check Check, d Decision, start time.Time) {
+	if e.metrics == nil {
+		return
+	}
+	e.metrics.observe(api, check, d, e.now().Sub(start))
+}
+
+func (e *Engine) nextID() DecisionID {
+	var id DecisionID
+	copy(id[:8], e.idBase[:])
+	binary.BigEndian.PutUint64(id[8:], e.idSeq.Add(1))
+	return id
+}
+
+// appendKey encodes everything a decision depends on except the clock.
+func appendKey(b []byte, r *Request) []byte {
+	b = append(b, byte(r.Check), byte(r.Subject.Type))
+	b = appendField(b, r.TenantID)
+	b = appendField(b, r.AppID)
+	b = appendField(b, r.Subject.ID)
+	if r.Check == CheckSeat {
+		return appendField(b, r.License)
+	}
+	b = appendField(b, r.AssetID)
+	return appendField(b, r.Type)
+}
+
+func appendField(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+func decideSeat(t *Tenant, pol Policy, req *Request, at Instant) (Outcome, Grant, window) {
+	if t == nil {
+		return pol.Seat(MakeSeatFacts(LicStateAbsent, 0, 0)), Grant{}, always
+	}
+	var (
+		best     Outcome
+		bestC    seatCandidate
+		found    bool
+		win      = always
+		consider = func(l *License) {
+			c := t.seatFacts(l, req.Subject, req.AppID, at)
+			win.intersect(c.win)
+			o := pol.Seat(c.facts)
+			if !found || better(o, best) {
+				best, bestC, found = o, c, true
+			}
+		}
+	)
+	if l := t.licByID[req.License]; l != nil && !l.Deleted && visible(req.AppID, l.AppID) {
+		consider(l)
+	} else {
+		for _, l := range t.licByName[req.License] {
+			if !l.Deleted && visible(req.AppID, l.AppID) {
+				consider(l)
+			}
+		}
+	}
+	if !found {
+		return pol.Seat(MakeSeatFacts(LicStateAbsent, 0, 0)), Grant{}, always
+	}
+	var g Grant
+	switch {
+	case best.Reason == SeatAssignedViaGroup && bestC.group != nil:
+		g = Grant{bestC.group.ID, bestC.groupID}
+	case bestC.direct != nil:
+		g = Grant{ID: bestC.direct.ID}
+	case bestC.group != nil:
+		g = Grant{bestC.group.ID, bestC.groupID}
+	}
+	return best, g, win
+}
+
+// better prefers an allow, then the denial that got furthest through the
+// rules, when a license name matches several licenses.
+func better(o, than Outcome) bool {
+	if o.Allowed != than.Allowed {
+		return o.Allowed
+	}
+	return o.Reason > than.Reason
+}
+
+func decideEntitlement(t *Tenant, pol Policy, req *Request, at Instant) (Outcome, Grant, window) {
+	if t == nil {
+		return pol.Entitlement(0), Grant{}, always
+	}
+	c := t.entFacts(req.AssetID, req.Type, pol.Implying(req.Type), req.Subject, req.AppID, at)
+	o := pol.Entitlement(c.facts)
+	var g Grant
+	switch {
+	case o.Reason == EntitledViaGroup && c.group != nil:
+		g = Grant{c.group.ID, c.groupID}
+	case c.direct != nil:
+		g = Grant{ID: c.direct.ID}
+	case c.group != nil:
+		g = Grant{c.group.ID, c.groupID}
+	}
+	return o, g, c.win
+}

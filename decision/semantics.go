@@ -1,0 +1,299 @@
+package decision
+
+import "math"
+
+// Reason is the closed set of decision reasons.
+type Reason uint8
+
+const (
+	ReasonNone Reason = iota
+	// Seat reasons, in the order of the seat rules.
+	LicenseNotFound
+	LicenseSuspended
+	LicenseRevoked
+	LicenseNotYetValid
+	LicenseExpired
+	AssignmentDenied
+	SeatAssigned
+	SeatAssignedViaGroup
+	AssignmentExpired
+	AssignmentNotYetValid
+	AssignmentInactive
+	NoAssignment
+	// Entitlement reasons.
+	Entitled
+	EntitledViaGroup
+	EntitlementPendingApproval
+	EntitlementExpired
+	EntitlementInactive
+	NotEntitled
+	// Route reasons (ext_authz).
+	NoRoute
+	numReasons
+)
+
+var reasonNames = [numReasons]string{
+	"", "license_not_found", "license_suspended", "license_revoked", "license_not_yet_valid",
+	"license_expired", "assignment_denied", "seat_assigned", "seat_assigned_via_group",
+	"assignment_expired", "assignment_not_yet_valid", "assignment_inactive", "no_assignment",
+	"entitled", "entitled_via_group", "entitlement_pending_approval", "entitlement_expired",
+	"entitlement_inactive", "not_entitled", "no_route",
+}
+
+func (r Reason) String() string { return reasonNames[r] }
+
+// ParseReason looks a reason up by name.
+func ParseReason(s string) (Reason, bool) {
+	for i, n := range reasonNames {
+		if i > 0 && n == s {
+			return Reason(i), true
+		}
+	}
+	return ReasonNone, false
+}
+
+// SeatReason reports whether r belongs to the seat check's reasons.
+func (r Reason) Seat() bool { return r >= LicenseNotFound && r <= NoAssignment }
+
+// EntitlementReason reports whether r belongs to the entitlement check's reasons.
+func (r Reason) Entitlement() bool { return r >= Entitled && r <= NotEntitled }
+
+// Outcome is what a policy decides from facts.
+type Outcome struct {
+	Allowed bool
+	Reason  Reason
+}
+
+// License states and validity in SeatFacts.
+const (
+	LicStateAbsent    = 0
+	LicStateActive    = 1
+	LicStateSuspended = 2
+	LicStateRevoked   = 3
+
+	ValidityInEffect    = 0
+	ValidityNotYetValid = 1
+	ValidityExpired     = 2
+)
+
+// SeatFacts is everything the seat policy may look at, packed in ten bits:
+// the license's state (bits 0–1) and validity (bits 2–3), and which kinds of
+// assignment S and its groups hold (bits 4–9). Decisions are memoized per
+// policy revision over this small domain.
+type SeatFacts uint16
+
+const (
+	SeatDenied SeatFacts = 1 << (iota + 4)
+	SeatDirect
+	SeatViaGroup
+	SeatExpired
+	SeatNotYetValid
+	SeatInactive
+)
+
+// NumSeatFacts bounds SeatFacts values.
+const NumSeatFacts = 1 << 10
+
+// MakeSeatFacts packs a license state and validity with assignment flags.
+func MakeSeatFacts(state, validity int, flags SeatFacts) SeatFacts {
+	return SeatFacts(state) | SeatFacts(validity)<<2 | flags
+}
+
+// LicenseState returns the license's state (LicStateAbsent … LicStateRevoked).
+func (f SeatFacts) LicenseState() int { return int(f & 3) }
+
+// Validity returns the license's validity (ValidityInEffect …).
+func (f SeatFacts) Validity() int { return int(f>>2) & 3 }
+
+// Has reports whether every flag in g is set.
+func (f SeatFacts) Has(g SeatFacts) bool { return f&g == g }
+
+// EntFacts says which kinds of candidate entitlement S and its groups hold.
+type EntFacts uint8
+
+const (
+	EntDirect EntFacts = 1 << iota
+	EntViaGroup
+	EntPending
+	EntExpired
+	EntInactive
+	NumEntFacts = 1 << 5
+)
+
+// Has reports whether every flag in g is set.
+func (f EntFacts) Has(g EntFacts) bool { return f&g == g }
+
+// Grant names the record that allowed a decision.
+type Grant struct {
+	ID       string `json:"id"`
+	ViaGroup string `json:"via_group,omitempty"`
+}
+
+// window is the half-open interval [lo, hi) of times over which the
+// records examined give the same answer.
+type window struct{ lo, hi Instant }
+
+var always = window{math.MinInt64 + 1, math.MaxInt64}
+
+func (w *window) bound(at, b Instant) {
+	if !b.Set() {
+		return
+	}
+	if b <= at {
+		if b > w.lo {
+			w.lo = b
+		}
+	} else if b < w.hi {
+		w.hi = b
+	}
+}
+
+func (w window) holds(at Instant) bool { return w.lo <= at && at < w.hi }
+
+func (w *window) intersect(o window) {
+	w.lo = max(w.lo, o.lo)
+	w.hi = min(w.hi, o.hi)
+}
+
+// visible reports whether a record stamped app is in the caller's scope.
+func visible(scope, app string) bool { return scope == "" || scope == app }
+
+// inEffect reports whether [from, until) holds at.
+func inEffect(from, until, at Instant) bool {
+	return (!from.Set() || from <= at) && (!until.Set() || at < until)
+}
+
+// seatCandidate gathers the facts of one license for a subject.
+type seatCandidate struct {
+	facts       SeatFacts
+	direct      *Assignment
+	group       *Assignment
+	groupID     string
+	win         window
+	licenseName string
+}
+
+func (t *Tenant) seatFacts(l *License, s Principal, scope string, at Instant) seatCandidate {
+	c := seatCandidate{win: always}
+	c.win.bound(at, l.ValidFrom)
+	c.win.bound(at, l.ExpiresAt)
+	state := LicStateActive
+	switch l.Status {
+	case StatusSuspended:
+		state = LicStateSuspended
+	case StatusRevoked:
+		state = LicStateRevoked
+	}
+	validity := ValidityInEffect
+	switch {
+	case l.ValidFrom.Set() && at < l.ValidFrom:
+		validity = ValidityNotYetValid
+	case l.ExpiresAt.Set() && at >= l.ExpiresAt:
+		validity = ValidityExpired
+	}
+	var flags SeatFacts
+	scan := func(p Principal, viaGroup bool) {
+		for _, a := range t.seats[seatKey{l.ID, p}] {
+			if !visible(scope, a.AppID) {
+				continue
+			}
+			c.win.bound(at, a.ValidFrom)
+			c.win.bound(at, a.ExpiresAt)
+			live := a.Status == StatusActive && inEffect(a.ValidFrom, a.ExpiresAt, at)
+			switch {
+			case a.Reservation == Denied:
+				if live {
+					flags |= SeatDenied
+				}
+			case live && !viaGroup:
+				flags |= SeatDirect
+				if c.direct == nil {
+					c.direct = a
+				}
+			case live:
+				flags |= SeatViaGroup
+				if c.group == nil {
+					c.group, c.groupID = a, p.ID
+				}
+			default:
+				if a.ExpiresAt.Set() && at >= a.ExpiresAt {
+					flags |= SeatExpired
+				}
+				if a.ValidFrom.Set() && at < a.ValidFrom {
+					flags |= SeatNotYetValid
+				}
+				if a.Status != StatusActive {
+					flags |= SeatInactive
+				}
+			}
+		}
+	}
+	scan(s, false)
+	for _, g := range t.groupsOf[s] {
+		scan(Principal{GroupPrincipal, g}, true)
+	}
+	c.facts = MakeSeatFacts(state, validity, flags)
+	return c
+}
+
+// entCandidate gathers the entitlement facts for a subject.
+type entCandidate struct {
+	facts   EntFacts
+	direct  *Entitlement
+	group   *Entitlement
+	groupID string
+	win     window
+}
+
+func (t *Tenant) entFacts(asset, typ string, implying []string, s Principal, scope string, at Instant) entCandidate {
+	c := entCandidate{win: always}
+	scan := func(p Principal, viaGroup bool) {
+		for _, e := range t.ents[entKey{asset, p}] {
+			if !visible(scope, e.AppID) || !satisfies(e.Type, typ, implying) {
+				continue
+			}
+			c.win.bound(at, e.ValidFrom)
+			c.win.bound(at, e.ExpiresAt)
+			live := e.Status == StatusActive && inEffect(e.ValidFrom, e.ExpiresAt, at)
+			switch {
+			case live && !viaGroup:
+				c.facts |= EntDirect
+				if c.direct == nil {
+					c.direct = e
+				}
+			case live:
+				c.facts |= EntViaGroup
+				if c.group == nil {
+					c.group, c.groupID = e, p.ID
+				}
+			default:
+				if e.Status == StatusPendingApproval {
+					c.facts |= EntPending
+				}
+				if e.ExpiresAt.Set() && at >= e.ExpiresAt {
+					c.facts |= EntExpired
+				}
+				if e.Status == StatusSuspended || e.Status == StatusRevoked {
+					c.facts |= EntInactive
+				}
+			}
+		}
+	}
+	scan(s, false)
+	for _, g := range t.groupsOf[s] {
+		scan(Principal{GroupPrincipal, g}, true)
+	}
+	return c
+}
+
+func satisfies(held, want string, implying []string) bool {
+	if held == want {
+		return true
+	}
+	for _, t := range implying {
+		if held == t {
+			return true
+		}
+	}
+	return false
+}

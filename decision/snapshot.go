@@ -1,0 +1,275 @@
+package decision
+
+import (
+	"slices"
+	"sort"
+	"time"
+)
+
+// Principal is a person or a group of a tenant.
+type Principal struct {
+	Type PrincipalType
+	ID   string
+}
+
+type seatKey struct {
+	license string
+	p       Principal
+}
+
+type entKey struct {
+	asset string
+	p     Principal
+}
+
+// Tenant is the immutable, indexed state of one tenant.
+type Tenant struct {
+	ID string
+	// Revision is the snapshot revision at which this tenant last changed;
+	// cached decisions carry it and die with it.
+	Revision uint64
+
+	licByID   map[string]*License
+	licByName map[string][]*License
+	// groupsOf holds, per principal, every group it belongs to directly or
+	// through nesting, sorted.
+	groupsOf  map[Principal][]string
+	seats     map[seatKey][]*Assignment
+	ents      map[entKey][]*Entitlement
+	byLicense map[string][]*Assignment
+
+	Licenses     []*License
+	Assignments  []*Assignment
+	Entitlements []*Entitlement
+	Groups       []*Group
+}
+
+// Snapshot is an immutable, indexed state of every tenant. It is safe for
+// concurrent use; nothing in it changes after NewSnapshot returns.
+type Snapshot struct {
+	Revision uint64
+	Built    time.Time
+	tenants  map[string]*Tenant
+	counts   [4]int
+}
+
+// NewSnapshot indexes a validated document as revision rev. It takes
+// ownership of the document's records.
+func NewSnapshot(doc *Document, rev uint64) *Snapshot {
+	by := make(map[string]*Document)
+	get := func(t string) *Document {
+		d := by[t]
+		if d == nil {
+			d = &Document{}
+			by[t] = d
+		}
+		return d
+	}
+	for _, l := range doc.Licenses {
+		d := get(l.TenantID)
+		d.Licenses = append(d.Licenses, l)
+	}
+	for _, a := range doc.Assignments {
+		d := get(a.TenantID)
+		d.Assignments = append(d.Assignments, a)
+	}
+	for _, e := range doc.Entitlements {
+		d := get(e.TenantID)
+		d.Entitlements = append(d.Entitlements, e)
+	}
+	for _, g := range doc.Groups {
+		d := get(g.TenantID)
+		d.Groups = append(d.Groups, g)
+	}
+	s := &Snapshot{Revision: rev, Built: time.Now(), tenants: make(map[string]*Tenant, len(by))}
+	in := make(interner)
+	for id, d := range by {
+		t := buildTenant(in, id, d, rev)
+		s.tenants[t.ID] = t
+		s.count(t, 1)
+	}
+	return s
+}
+
+// WithTenants returns a copy of s at revision rev in which each listed
+// tenant is rebuilt from its document (a nil or empty document removes
+// it). Tenants not listed are shared with s, cached decisions included.
+func (s *Snapshot) WithTenants(rev uint64, docs map[string]*Document) *Snapshot {
+	n := &Snapshot{Revision: rev, Built: time.Now(), tenants: make(map[string]*Tenant, len(s.tenants)), counts: s.counts}
+	for id, t := range s.tenants {
+		n.tenants[id] = t
+	}
+	in := make(interner)
+	for id, d := range docs {
+		if old := n.tenants[id]; old != nil {
+			n.count(old, -1)
+			delete(n.tenants, id)
+		}
+		if d == nil || d.Len() == 0 {
+			continue
+		}
+		t := buildTenant(in, id, d, rev)
+		n.tenants[id] = t
+		n.count(t, 1)
+	}
+	return n
+}
+
+func (s *Snapshot) count(t *Tenant, sign int) {
+	s.counts[KindLicense] += sign * len(t.Licenses)
+	s.counts[KindAssignment] += sign * len(t.Assignments)
+	s.counts[KindEntitlement] += sign * len(t.Entitlements)
+	s.counts[KindGroup] += sign * len(t.Groups)
+}
+
+// Tenant returns the tenant's state, or nil when the snapshot has none.
+func (s *Snapshot) Tenant(id string) *Tenant { return s.tenants[id] }
+
+// Count returns the number of records of a kind.
+func (s *Snapshot) Count(k Kind) int { return s.counts[k] }
+
+// TenantIDs returns the tenant ids in order.
+func (s *Snapshot) TenantIDs() []string {
+	ids := make([]string, 0, len(s.tenants))
+	for id := range s.tenants {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	return ids
+}
+
+// Document returns the whole state as a document, sorted by tenant and id.
+func (s *Snapshot) Document() *Document {
+	d := &Document{}
+	for _, id := range s.TenantIDs() {
+		t := s.tenants[id]
+		d.Licenses = append(d.Licenses, t.Licenses...)
+		d.Assignments = append(d.Assignments, t.Assignments...)
+		d.Entitlements = append(d.Entitlements, t.Entitlements...)
+		d.Groups = append(d.Groups, t.Groups...)
+	}
+	return d
+}
+
+// TenantDocument returns one tenant's records as a document sharing the
+// snapshot's (immutable) records.
+func (t *Tenant) TenantDocument() *Document {
+	return &Document{
+		Licenses:     slices.Clone(t.Licenses),
+		Assignments:  slices.Clone(t.Assignments),
+		Entitlements: slices.Clone(t.Entitlements),
+		Groups:       slices.Clone(t.Groups),
+	}
+}
+
+// LicenseAssignments returns the assignments of a license, sorted by id.
+func (t *Tenant) LicenseAssignments(licenseID string) []*Assignment {
+	return t.byLicense[licenseID]
+}
+
+// interner shares one copy of each repeated string (tenant, license,
+// person, asset and type ids) across the records of a build.
+type interner map[string]string
+
+func (in interner) of(s string) string {
+	if s == "" {
+		return ""
+	}
+	if v, ok := in[s]; ok {
+		return v
+	}
+	in[s] = s
+	return s
+}
+
+func buildTenant(in interner, id string, d *Document, rev uint64) *Tenant {
+	id = in.of(id)
+	t := &Tenant{
+		ID:        id,
+		Revision:  rev,
+		licByID:   make(map[string]*License, len(d.Licenses)),
+		licByName: make(map[string][]*License, len(d.Licenses)),
+		groupsOf:  make(map[Principal][]string),
+		seats:     make(map[seatKey][]*Assignment, len(d.Assignments)),
+		ents:      make(map[entKey][]*Entitlement, len(d.Entitlements)),
+		byLicense: make(map[string][]*Assignment, len(d.Licenses)),
+	}
+	t.Licenses = sortedByID(d.Licenses, func(l *License) string { return l.ID })
+	t.Assignments = sortedByID(d.Assignments, func(a *Assignment) string { return a.ID })
+	t.Entitlements = sortedByID(d.Entitlements, func(e *Entitlement) string { return e.ID })
+	t.Groups = sortedByID(d.Groups, func(g *Group) string { return g.ID })
+
+	for _, l := range t.Licenses {
+		l.TenantID = id
+		l.AppID = in.of(l.AppID)
+		l.AssetID = in.of(l.AssetID)
+		t.licByID[l.ID] = l
+		t.licByName[l.Name] = append(t.licByName[l.Name], l)
+	}
+	for _, a := range t.Assignments {
+		a.TenantID = id
+		a.LicenseID = in.of(a.LicenseID)
+		a.AssigneeID = in.of(a.AssigneeID)
+		a.AssetID = in.of(a.AssetID)
+		a.AppID = in.of(a.AppID)
+		if a.Deleted {
+			continue
+		}
+		k := seatKey{a.LicenseID, Principal{a.AssigneeType, a.AssigneeID}}
+		t.seats[k] = append(t.seats[k], a)
+		t.byLicense[a.LicenseID] = append(t.byLicense[a.LicenseID], a)
+	}
+	for _, e := range t.Entitlements {
+		e.TenantID = id
+		e.AssetID = in.of(e.AssetID)
+		e.PrincipalID = in.of(e.PrincipalID)
+		e.Type = in.of(e.Type)
+		e.AppID = in.of(e.AppID)
+		if e.Deleted {
+			continue
+		}
+		k := entKey{e.AssetID, Principal{e.PrincipalType, e.PrincipalID}}
+		t.ents[k] = append(t.ents[k], e)
+	}
+
+	// parents: principal -> groups it is a direct member of.
+	parents := make(map[Principal][]string)
+	for _, g := range t.Groups {
+		g.TenantID = id
+		g.ID = in.of(g.ID)
+		for i := range g.Members {
+			m := &g.Members[i]
+			m.ID = in.of(m.ID)
+			p := Principal{m.Type, m.ID}
+			parents[p] = append(parents[p], g.ID)
+		}
+	}
+	var queue []string
+	seen := make(map[string]bool)
+	for p, direct := range parents {
+		clear(seen)
+		queue = append(queue[:0], direct...)
+		var all []string
+		for len(queue) > 0 {
+			g := queue[len(queue)-1]
+			queue = queue[:len(queue)-1]
+			if seen[g] {
+				continue
+			}
+			seen[g] = true
+			if p.Type != GroupPrincipal || g != p.ID {
+				all = append(all, g)
+			}
+			queue = append(queue, parents[Principal{GroupPrincipal, g}]...)
+		}
+		sort.Strings(all)
+		t.groupsOf[p] = slices.Clip(all)
+	}
+	return t
+}
+
+func sortedByID[T any](recs []T, id func(T) string) []T {
+	out := slices.Clone(recs)
+	sort.Slice(out, func(i, j int) bool { return id(out[i]) < id(out[j]) })
+	return out
+}

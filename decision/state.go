@@ -1,0 +1,441 @@
+package decision
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"sort"
+	"strconv"
+	"time"
+)
+
+// Instant is a point in time in Unix nanoseconds. NoTime stands for a JSON
+// null: no bound.
+type Instant int64
+
+// NoTime is the null Instant.
+const NoTime Instant = math.MinInt64
+
+// Set reports whether t is a real time rather than null.
+func (t Instant) Set() bool { return t != NoTime }
+
+// InstantOf converts a time.Time.
+func InstantOf(t time.Time) Instant { return Instant(t.UnixNano()) }
+
+// AppendJSON appends t as an RFC 3339 JSON string, or null.
+func (t Instant) AppendJSON(b []byte) []byte {
+	if !t.Set() {
+		return append(b, "null"...)
+	}
+	b = append(b, '"')
+	b = time.Unix(0, int64(t)).UTC().AppendFormat(b, time.RFC3339Nano)
+	return append(b, '"')
+}
+
+// ParseInstant parses an RFC 3339 time.
+func ParseInstant(s string) (Instant, error) {
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return NoTime, fmt.Errorf("must be an RFC 3339 time, got %q", s)
+	}
+	return InstantOf(t), nil
+}
+
+// Kind names a record kind of the state document.
+type Kind uint8
+
+const (
+	KindLicense Kind = iota
+	KindAssignment
+	KindEntitlement
+	KindGroup
+)
+
+var kindNames = [...]string{"license", "assignment", "entitlement", "group"}
+
+func (k Kind) String() string { return kindNames[k] }
+
+// ParseKind accepts the singular or plural kind name.
+func ParseKind(s string) (Kind, error) {
+	for i, n := range kindNames {
+		if s == n || s == n+"s" {
+			return Kind(i), nil
+		}
+	}
+	return 0, fmt.Errorf("unknown kind %q (want license, assignment, entitlement or group)", s)
+}
+
+// Status is the lifecycle status shared by licenses, assignments and
+// entitlements.
+type Status uint8
+
+const (
+	StatusActive Status = iota
+	StatusSuspended
+	StatusRevoked
+	StatusPendingApproval
+)
+
+var statusNames = [...]string{"active", "suspended", "revoked", "pending_approval"}
+
+func (s Status) String() string { return statusNames[s] }
+
+// PrincipalType says whether a principal is a person or a group.
+type PrincipalType uint8
+
+const (
+	Person PrincipalType = iota
+	GroupPrincipal
+)
+
+func (p PrincipalType) String() string {
+	if p == GroupPrincipal {
+		return "group"
+	}
+	return "person"
+}
+
+// ParsePrincipalType accepts person, group, and user as a synonym of person.
+// The empty string means person.
+func ParsePrincipalType(s string) (PrincipalType, bool) {
+	switch s {
+	case "", "person", "user":
+		return Person, true
+	case "group":
+		return GroupPrincipal, true
+	}
+	return 0, false
+}
+
+// Reservation is how an assignment holds a seat.
+type Reservation uint8
+
+const (
+	Reserved Reservation = iota
+	Dynamic
+	Denied
+)
+
+var reservationNames = [...]string{"reserved", "dynamic", "denied"}
+
+func (r Reservation) String() string { return reservationNames[r] }
+
+// LicenseType is named or floating.
+type LicenseType uint8
+
+const (
+	Named LicenseType = iota
+	Floating
+)
+
+func (t LicenseType) String() string {
+	if t == Floating {
+		return "floating"
+	}
+	return "named"
+}
+
+// GrantSource says where an entitlement came from.
+type GrantSource uint8
+
+const (
+	SourceDirect GrantSource = iota
+	SourceProvisioned
+	SourceInherited
+)
+
+var grantSourceNames = [...]string{"direct", "provisioned", "inherited"}
+
+func (g GrantSource) String() string { return grantSourceNames[g] }
+
+// License is a software license of a tenant. Records are immutable once
+// they are part of a snapshot.
+type License struct {
+	ID, TenantID, Name, Description, AssetID, AppID string
+	SeatLimit                                       int64 // -1: unlimited (null)
+	Type                                            LicenseType
+	Status                                          Status
+	Deleted                                         bool
+	ValidFrom, ExpiresAt, CreatedAt, UpdatedAt      Instant
+	LeaseDurationS                                  int64
+}
+
+// Assignment gives (or, with reservation denied, refuses) a seat of a
+// license to a person or a group.
+type Assignment struct {
+	ID, TenantID, LicenseID, AssigneeID, AssetID, AppID string
+	AssigneeType                                        PrincipalType
+	Reservation                                         Reservation
+	Status                                              Status
+	Deleted                                             bool
+	AssignedAt, ValidFrom, ExpiresAt, LastUsedAt        Instant
+}
+
+// Entitlement gives a principal an entitlement type on an asset.
+type Entitlement struct {
+	ID, TenantID, AssetID, PrincipalID, Type, AppID string
+	PrincipalType                                   PrincipalType
+	GrantSource                                     GrantSource
+	Status                                          Status
+	Deleted                                         bool
+	GrantedAt, ValidFrom, ExpiresAt                 Instant
+}
+
+// Member is one direct member of a group.
+type Member struct {
+	ID   string
+	Type PrincipalType
+}
+
+// Group is a set of persons and groups; groups nest, and cycles are allowed.
+type Group struct {
+	ID, TenantID string
+	Members      []Member
+}
+
+// Document is a whole state: the format of the embedded demo, state files,
+// `usher load` and `usher export`.
+type Document struct {
+	Licenses     []*License
+	Assignments  []*Assignment
+	Entitlements []*Entitlement
+	Groups       []*Group
+}
+
+// Len returns the number of records of all kinds.
+func (d *Document) Len() int {
+	return len(d.Licenses) + len(d.Assignments) + len(d.Entitlements) + len(d.Groups)
+}
+
+// ErrInvalid marks a state document or record that breaks a rule of the
+// state format.
+var ErrInvalid = errors.New("invalid state")
+
+// RecordError names the record, field and rule a document breaks.
+type RecordError struct {
+	Kind  Kind
+	Index int // position in its array; -1 for a single record
+	ID    string
+	Field string
+	Rule  string
+}
+
+func (e *RecordError) Error() string {
+	where := e.Kind.String()
+	if e.Index >= 0 {
+		where = fmt.Sprintf("%ss[%d]", e.Kind, e.Index)
+	}
+	if e.ID != "" {
+		where += fmt.Sprintf(" (id %q)", e.ID)
+	}
+	if e.Field == "" {
+		return where + ": " + e.Rule
+	}
+	return where + ": " + e.Field + ": " + e.Rule
+}
+
+func (e *RecordError) Unwrap() error { return ErrInvalid }
+
+// ParseDocument reads and validates a state document. It reports every
+// rule violation (joined), or returns a document in which every rule holds.
+func ParseDocument(r io.Reader) (*Document, error) {
+	var raw struct {
+		Licenses     []json.RawMessage `json:"licenses"`
+		Assignments  []json.RawMessage `json:"assignments"`
+		Entitlements []json.RawMessage `json:"entitlements"`
+		Groups       []json.RawMessage `json:"groups"`
+	}
+	dec := json.NewDecoder(r)
+	if err := dec.Decode(&raw); err != nil {
+		return nil, fmt.Errorf("%w: document is not a JSON object of record arrays: %v", ErrInvalid, err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, fmt.Errorf("%w: unexpected data after the document", ErrInvalid)
+	}
+	doc := &Document{}
+	var errs []error
+	for i, m := range raw.Licenses {
+		l, err := DecodeLicense(m)
+		if err != nil {
+			errs = append(errs, at(err, i))
+			continue
+		}
+		doc.Licenses = append(doc.Licenses, l)
+	}
+	for i, m := range raw.Assignments {
+		a, err := DecodeAssignment(m)
+		if err != nil {
+			errs = append(errs, at(err, i))
+			continue
+		}
+		doc.Assignments = append(doc.Assignments, a)
+	}
+	for i, m := range raw.Entitlements {
+		e, err := DecodeEntitlement(m)
+		if err != nil {
+			errs = append(errs, at(err, i))
+			continue
+		}
+		doc.Entitlements = append(doc.Entitlements, e)
+	}
+	for i, m := range raw.Groups {
+		g, err := DecodeGroup(m)
+		if err != nil {
+			errs = append(errs, at(err, i))
+			continue
+		}
+		doc.Groups = append(doc.Groups, g)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	if err := doc.Validate(); err != nil {
+		return nil, err
+	}
+	return doc, nil
+}
+
+// at stamps the array index on the record errors in err.
+func at(err error, i int) error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range j.Unwrap() {
+			at(e, i)
+		}
+		return err
+	}
+	var re *RecordError
+	if errors.As(err, &re) {
+		re.Index = i
+	}
+	return err
+}
+
+// Validate checks the rules that span records: unique ids per kind within a
+// tenant, and references that stay inside a tenant. Each record is already
+// valid on its own (the Decode functions check that).
+func (d *Document) Validate() error {
+	var errs []error
+	type key struct{ tenant, id string }
+	lics := make(map[key]bool, len(d.Licenses))
+	for i, l := range d.Licenses {
+		k := key{l.TenantID, l.ID}
+		if lics[k] {
+			errs = append(errs, &RecordError{KindLicense, i, l.ID, "id", "must be unique among licenses of tenant " + strconv.Quote(l.TenantID)})
+		}
+		lics[k] = true
+	}
+	groups := make(map[key]bool, len(d.Groups))
+	for i, g := range d.Groups {
+		k := key{g.TenantID, g.ID}
+		if groups[k] {
+			errs = append(errs, &RecordError{KindGroup, i, g.ID, "id", "must be unique among groups of tenant " + strconv.Quote(g.TenantID)})
+		}
+		groups[k] = true
+	}
+	seen := make(map[key]bool, len(d.Assignments))
+	for i, a := range d.Assignments {
+		k := key{a.TenantID, a.ID}
+		if seen[k] {
+			errs = append(errs, &RecordError{KindAssignment, i, a.ID, "id", "must be unique among assignments of tenant " + strconv.Quote(a.TenantID)})
+		}
+		seen[k] = true
+		if !lics[key{a.TenantID, a.LicenseID}] {
+			errs = append(errs, &RecordError{KindAssignment, i, a.ID, "license_id", fmt.Sprintf("must name a license of tenant %q, no license %q there", a.TenantID, a.LicenseID)})
+		}
+	}
+	clear(seen)
+	for i, e := range d.Entitlements {
+		k := key{e.TenantID, e.ID}
+		if seen[k] {
+			errs = append(errs, &RecordError{KindEntitlement, i, e.ID, "id", "must be unique among entitlements of tenant " + strconv.Quote(e.TenantID)})
+		}
+		seen[k] = true
+	}
+	for i, g := range d.Groups {
+		for j, m := range g.Members {
+			if m.Type == GroupPrincipal && !groups[key{g.TenantID, m.ID}] {
+				errs = append(errs, &RecordError{KindGroup, i, g.ID, fmt.Sprintf("members[%d].id", j), fmt.Sprintf("must name a group of tenant %q, no group %q there", g.TenantID, m.ID)})
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// SortRecords orders every kind by tenant and id, the order export writes.
+func (d *Document) SortRecords() {
+	sort.Slice(d.Licenses, func(i, j int) bool { return less(d.Licenses[i].TenantID, d.Licenses[i].ID, d.Licenses[j].TenantID, d.Licenses[j].ID) })
+	sort.Slice(d.Assignments, func(i, j int) bool {
+		return less(d.Assignments[i].TenantID, d.Assignments[i].ID, d.Assignments[j].TenantID, d.Assignments[j].ID)
+	})
+	sort.Slice(d.Entitlements, func(i, j int) bool {
+		return less(d.Entitlements[i].TenantID, d.Entitlements[i].ID, d.Entitlements[j].TenantID, d.Entitlements[j].ID)
+	})
+	sort.Slice(d.Groups, func(i, j int) bool { return less(d.Groups[i].TenantID, d.Groups[i].ID, d.Groups[j].TenantID, d.Groups[j].ID) })
+}
+
+func less(t1, id1, t2, id2 string) bool {
+	if t1 != t2 {
+		return t1 < t2
+	}
+	return id1 < id2
+}
+
+// MarshalJSON writes the document in the state format.
+func (d *Document) MarshalJSON() ([]byte, error) {
+	var b bytes.Buffer
+	d.WriteTo(&b)
+	return b.Bytes(), nil
+}
+
+// WriteTo writes the document in the state format, one record a line.
+func (d *Document) WriteTo(w io.Writer) (int64, error) {
+	var total int64
+	buf := make([]byte, 0, 4096)
+	flush := func() error {
+		n, err := w.Write(buf)
+		total += int64(n)
+		buf = buf[:0]
+		return err
+	}
+	section := func(name string, n int, rec func(b []byte, i int) []byte, last bool) error {
+		buf = append(buf, "  \""...)
+		buf = append(buf, name...)
+		buf = append(buf, "\": ["...)
+		for i := 0; i < n; i++ {
+			if i > 0 {
+				buf = append(buf, ',')
+			}
+			buf = append(buf, "\n    "...)
+			buf = rec(buf, i)
+			if len(buf) > 64<<10 {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+		}
+		if n > 0 {
+			buf = append(buf, "\n  "...)
+		}
+		buf = append(buf, ']')
+		if !last {
+			buf = append(buf, ',')
+		}
+		buf = append(buf, '\n')
+		return nil
+	}
+	buf = append(buf, "{\n"...)
+	steps := []error{
+		section("licenses", len(d.Licenses), func(b []byte, i int) []byte { return d.Licenses[i].AppendJSON(b) }, false),
+		section("assignments", len(d.Assignments), func(b []byte, i int) []byte { return d.Assignments[i].AppendJSON(b) }, false),
+		section("entitlements", len(d.Entitlements), func(b []byte, i int) []byte { return d.Entitlements[i].AppendJSON(b) }, false),
+		section("groups", len(d.Groups), func(b []byte, i int) []byte { return d.Groups[i].AppendJSON(b) }, true),
+	}
+	if err := errors.Join(steps...); err != nil {
+		return total, err
+	}
+	buf = append(buf, "}\n"...)
+	return total, flush()
+}

@@ -1,0 +1,276 @@
+package policy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path"
+	"sort"
+	"strings"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	oparego "github.com/open-policy-agent/opa/v1/rego"
+
+	"github.com/usher-authz/usher/decision"
+)
+
+// Queries the shipped policies answer; a --policy-dir must define them.
+const (
+	SeatQuery     = "data.usher.seat.decision"
+	EntQuery      = "data.usher.entitlement.decision"
+	ImpliesQuery  = "data.usher.entitlement.implies"
+	testFileSufix = "_test.rego"
+)
+
+// ErrCompile marks a policy that does not compile or does not answer its
+// queries with valid decisions.
+var ErrCompile = errors.New("policy")
+
+// Compiled is one revision of the policy: the modules compiled and
+// prepared with OPA, and their answers over every possible fact vector.
+// It is immutable and safe for concurrent use.
+type Compiled struct {
+	rev      uint64
+	digest   string
+	files    []string
+	seat     [decision.NumSeatFacts]decision.Outcome
+	ent      [decision.NumEntFacts]decision.Outcome
+	implying map[string][]string
+	compiler *ast.Compiler
+}
+
+var _ decision.Policy = (*Compiled)(nil)
+
+// Revision returns the revision this policy was compiled as.
+func (c *Compiled) Revision() uint64 { return c.rev }
+
+// Digest is a SHA-256 over the module sources, to tell revisions apart.
+func (c *Compiled) Digest() string { return c.digest }
+
+// Files lists the compiled module files.
+func (c *Compiled) Files() []string { return c.files }
+
+// Compiler returns the OPA compiler holding the modules.
+func (c *Compiled) Compiler() *ast.Compiler { return c.compiler }
+
+// Seat returns the memoized seat decision for the facts.
+func (c *Compiled) Seat(f decision.SeatFacts) decision.Outcome { return c.seat[f] }
+
+// Entitlement returns the memoized entitlement decision for the facts.
+func (c *Compiled) Entitlement(f decision.EntFacts) decision.Outcome { return c.ent[f] }
+
+// Implying returns the types whose holders also hold typ, typ excluded.
+func (c *Compiled) Implying(typ string) []string { return c.implying[typ] }
+
+// Sources reads every .rego module (tests excluded unless withTests) of
+// fsys, keyed by path.
+func Sources(fsys fs.FS, withTests bool) (map[string]string, error) {
+	out := make(map[string]string)
+	err := fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() || path.Ext(p) != ".rego" || (!withTests && strings.HasSuffix(p, testFileSufix)) {
+			return nil
+		}
+		b, err := fs.ReadFile(fsys, p)
+		if err != nil {
+			return err
+		}
+		out[p] = string(b)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read policies: %w", err)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%w: no .rego files found", ErrCompile)
+	}
+	return out, nil
+}
+
+// Compile parses, compiles and prepares the policy modules of fsys as
+// revision rev, then evaluates them over every fact vector. A policy that
+// fails any step is rejected whole.
+func Compile(ctx context.Context, fsys fs.FS, rev uint64) (*Compiled, error) {
+	srcs, err := Sources(fsys, false)
+	if err != nil {
+		return nil, err
+	}
+	c := &Compiled{rev: rev}
+	modules := make(map[string]*ast.Module, len(srcs))
+	for name, src := range srcs {
+		c.files = append(c.files, name)
+		m, err := ast.ParseModuleWithOpts(name, src, ast.ParserOptions{RegoVersion: ast.RegoV1})
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrCompile, err)
+		}
+		modules[name] = m
+	}
+	sort.Strings(c.files)
+	c.digest = digestOf(srcs)
+	compiler := ast.NewCompiler()
+	if compiler.Compile(modules); compiler.Failed() {
+		return nil, fmt.Errorf("%w: %v", ErrCompile, compiler.Errors)
+	}
+	c.compiler = compiler
+	seat, err := prepare(ctx, compiler, SeatQuery)
+	if err != nil {
+		return nil, err
+	}
+	ent, err := prepare(ctx, compiler, EntQuery)
+	if err != nil {
+		return nil, err
+	}
+	for f := range decision.NumSeatFacts {
+		facts := decision.SeatFacts(f)
+		if facts.Validity() > decision.ValidityExpired {
+			continue
+		}
+		o, err := evalOutcome(ctx, seat, SeatQuery, seatInput(facts))
+		if err == nil && !o.Reason.Seat() {
+			err = fmt.Errorf("%w: %s gave reason %q, not a seat reason", ErrCompile, SeatQuery, o.Reason)
+		}
+		if err != nil {
+			return nil, err
+		}
+		c.seat[facts] = o
+	}
+	for f := range decision.NumEntFacts {
+		facts := decision.EntFacts(f)
+		o, err := evalOutcome(ctx, ent, EntQuery, entInput(facts))
+		if err == nil && !o.Reason.Entitlement() {
+			err = fmt.Errorf("%w: %s gave reason %q, not an entitlement reason", ErrCompile, EntQuery, o.Reason)
+		}
+		if err != nil {
+			return nil, err
+		}
+		c.ent[facts] = o
+	}
+	if c.implying, err = implications(ctx, compiler); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func prepare(ctx context.Context, compiler *ast.Compiler, query string) (oparego.PreparedEvalQuery, error) {
+	pq, err := oparego.New(oparego.Query(query), oparego.Compiler(compiler)).PrepareForEval(ctx)
+	if err != nil {
+		return pq, fmt.Errorf("%w: prepare %s: %v", ErrCompile, query, err)
+	}
+	return pq, nil
+}
+
+func evalOutcome(ctx context.Context, pq oparego.PreparedEvalQuery, query string, input ast.Value) (decision.Outcome, error) {
+	rs, err := pq.Eval(ctx, oparego.EvalParsedInput(input))
+	if err != nil {
+		return decision.Outcome{}, fmt.Errorf("%w: %s with input %v: %v", ErrCompile, query, input, err)
+	}
+	if len(rs) != 1 || len(rs[0].Expressions) != 1 {
+		return decision.Outcome{}, fmt.Errorf("%w: %s is undefined for input %v", ErrCompile, query, input)
+	}
+	obj, ok := rs[0].Expressions[0].Value.(map[string]any)
+	allowed, okA := obj["allowed"].(bool)
+	name, okR := obj["reason"].(string)
+	if !ok || !okA || !okR {
+		return decision.Outcome{}, fmt.Errorf("%w: %s must be {\"allowed\": bool, \"reason\": string}, got %v for input %v",
+			ErrCompile, query, rs[0].Expressions[0].Value, input)
+	}
+	r, ok := decision.ParseReason(name)
+	if !ok {
+		return decision.Outcome{}, fmt.Errorf("%w: %s gave unknown reason %q for input %v", ErrCompile, query, name, input)
+	}
+	return decision.Outcome{Allowed: allowed, Reason: r}, nil
+}
+
+var (
+	licenseStates = [...]string{"", "active", "suspended", "revoked"}
+	validities    = [...]string{"in_effect", "not_yet_valid", "expired"}
+)
+
+// SeatInput is the input document the seat policy sees for facts.
+func SeatInput(f decision.SeatFacts) map[string]any {
+	lic := map[string]any{"found": f.LicenseState() != decision.LicStateAbsent}
+	if f.LicenseState() != decision.LicStateAbsent {
+		lic["status"] = licenseStates[f.LicenseState()]
+		lic["validity"] = validities[f.Validity()]
+	}
+	return map[string]any{
+		"license": lic,
+		"assignments": map[string]any{
+			"denied":        f.Has(decision.SeatDenied),
+			"direct":        f.Has(decision.SeatDirect),
+			"via_group":     f.Has(decision.SeatViaGroup),
+			"expired":       f.Has(decision.SeatExpired),
+			"not_yet_valid": f.Has(decision.SeatNotYetValid),
+			"inactive":      f.Has(decision.SeatInactive),
+		},
+	}
+}
+
+// EntInput is the input document the entitlement policy sees for facts.
+func EntInput(f decision.EntFacts) map[string]any {
+	return map[string]any{"entitlements": map[string]any{
+		"direct":           f.Has(decision.EntDirect),
+		"via_group":        f.Has(decision.EntViaGroup),
+		"pending_approval": f.Has(decision.EntPending),
+		"expired":          f.Has(decision.EntExpired),
+		"inactive":         f.Has(decision.EntInactive),
+	}}
+}
+
+func seatInput(f decision.SeatFacts) ast.Value { return ast.MustInterfaceToValue(SeatInput(f)) }
+func entInput(f decision.EntFacts) ast.Value   { return ast.MustInterfaceToValue(EntInput(f)) }
+
+// implications reads the implication table and inverts its transitive
+// closure: for each type, every other type that implies it.
+func implications(ctx context.Context, compiler *ast.Compiler) (map[string][]string, error) {
+	pq, err := prepare(ctx, compiler, ImpliesQuery)
+	if err != nil {
+		return nil, err
+	}
+	rs, err := pq.Eval(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrCompile, ImpliesQuery, err)
+	}
+	direct := map[string][]string{}
+	if len(rs) == 1 && len(rs[0].Expressions) == 1 {
+		obj, ok := rs[0].Expressions[0].Value.(map[string]any)
+		if !ok {
+			return nil, fmt.Errorf("%w: %s must be an object of type -> [types], got %v", ErrCompile, ImpliesQuery, rs[0].Expressions[0].Value)
+		}
+		for from, v := range obj {
+			list, ok := v.([]any)
+			if !ok {
+				return nil, fmt.Errorf("%w: %s[%q] must be an array of types, got %v", ErrCompile, ImpliesQuery, from, v)
+			}
+			for _, x := range list {
+				to, ok := x.(string)
+				if !ok {
+					return nil, fmt.Errorf("%w: %s[%q] must hold strings, got %v", ErrCompile, ImpliesQuery, from, x)
+				}
+				direct[from] = append(direct[from], to)
+			}
+		}
+	}
+	implying := map[string][]string{}
+	for from := range direct {
+		seen := map[string]bool{from: true}
+		queue := append([]string(nil), direct[from]...)
+		for len(queue) > 0 {
+			to := queue[0]
+			queue = queue[1:]
+			if seen[to] {
+				continue
+			}
+			seen[to] = true
+			implying[to] = append(implying[to], from)
+			queue = append(queue, direct[to]...)
+		}
+	}
+	for t := range implying {
+		sort.Strings(implying[t])
+	}
+	return implying, nil
+}

@@ -1,0 +1,42 @@
+# Seat decisions (DESIGN §3, seat rules 1–6).
+#
+# The engine resolves the facts from its state snapshot and passes them as
+# input; this policy orders them into a decision. It must be a pure function
+# of its input: the engine memoizes its answers per policy revision.
+#
+# input.license:     {"found": bool, "status": "active"|"suspended"|"revoked",
+#                     "validity": "in_effect"|"not_yet_valid"|"expired"}
+# input.assignments: which assignments of the license the subject and its
+#                    groups hold: {"denied", "direct", "via_group" (active and
+#                    in effect), "expired", "not_yet_valid", "inactive"} booleans
+package usher.seat
+
+allow(reason) := {"allowed": true, "reason": reason}
+
+deny(reason) := {"allowed": false, "reason": reason}
+
+default decision := {"allowed": false, "reason": "no_assignment"}
+
+decision := deny("license_not_found") if {
+	not input.license.found
+} else := deny("license_suspended") if {
+	input.license.status == "suspended"
+} else := deny("license_revoked") if {
+	input.license.status == "revoked"
+} else := deny("license_not_yet_valid") if {
+	input.license.validity == "not_yet_valid"
+} else := deny("license_expired") if {
+	input.license.validity == "expired"
+} else := deny("assignment_denied") if {
+	input.assignments.denied
+} else := allow("seat_assigned") if {
+	input.assignments.direct
+} else := allow("seat_assigned_via_group") if {
+	input.assignments.via_group
+} else := deny("assignment_expired") if {
+	input.assignments.expired
+} else := deny("assignment_not_yet_valid") if {
+	input.assignments.not_yet_valid
+} else := deny("assignment_inactive") if {
+	input.assignments.inactive
+} else := deny("no_assignment")
