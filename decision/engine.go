@@ -76,12 +76,14 @@ func (id DecisionID) String() string { return string(id.AppendText(nil)) }
 
 // Decision is the answer to a Request.
 type Decision struct {
-	ID       DecisionID
-	Allowed  bool
-	Reason   Reason
-	Grant    Grant // set only when Allowed
-	Revision uint64
-	Cached   bool
+	ID      DecisionID
+	Allowed bool
+	Reason  Reason
+	Grant   Grant // set only when Allowed
+	// LicenseID is the license a seat check was decided on, "" when none.
+	LicenseID string
+	Revision  uint64
+	Cached    bool
 }
 
 // Policy decides outcomes from facts. Implementations are immutable and
@@ -119,6 +121,7 @@ type cacheEntry struct {
 	win       window
 	outcome   Outcome
 	grant     Grant
+	license   string
 }
 
 type policyBox struct{ p Policy }
@@ -242,7 +245,7 @@ func (e *Engine) Decide(api API, req *Request) (Decision, error) {
 		h = maphash.Bytes(e.seed, key)
 		if c, ok := e.cache.Get(h); ok && c.key == string(key) && c.tenantRev == trev &&
 			c.policyRev == pol.Revision() && c.win.holds(at) {
-			d.Allowed, d.Reason, d.Grant, d.Cached = c.outcome.Allowed, c.outcome.Reason, c.grant, true
+			d.Allowed, d.Reason, d.Grant, d.LicenseID, d.Cached = c.outcome.Allowed, c.outcome.Reason, c.grant, c.license, true
 			e.observe(api, req.Check, d, start)
 			return d, nil
 		}
@@ -250,11 +253,12 @@ func (e *Engine) Decide(api API, req *Request) (Decision, error) {
 	var (
 		o   Outcome
 		g   Grant
+		lic string
 		win window
 	)
 	switch req.Check {
 	case CheckSeat:
-		o, g, win = decideSeat(t, pol, req, at)
+		o, g, lic, win = decideSeat(t, pol, req, at)
 	case CheckEntitlement:
 		o, g, win = decideEntitlement(t, pol, req, at)
 	default:
@@ -263,9 +267,9 @@ func (e *Engine) Decide(api API, req *Request) (Decision, error) {
 	if !o.Allowed {
 		g = Grant{}
 	}
-	d.Allowed, d.Reason, d.Grant = o.Allowed, o.Reason, g
+	d.Allowed, d.Reason, d.Grant, d.LicenseID = o.Allowed, o.Reason, g, lic
 	if e.cache != nil {
-		e.cache.Set(h, &cacheEntry{key: string(key), tenantRev: trev, policyRev: pol.Revision(), win: win, outcome: o, grant: g}, 1)
+		e.cache.Set(h, &cacheEntry{key: string(key), tenantRev: trev, policyRev: pol.Revision(), win: win, outcome: o, grant: g, license: lic}, 1)
 	}
 	e.observe(api, req.Check, d, start)
 	return d, nil
@@ -303,9 +307,9 @@ func appendField(b []byte, s string) []byte {
 	return append(b, s...)
 }
 
-func decideSeat(t *Tenant, pol Policy, req *Request, at Instant) (Outcome, Grant, window) {
+func decideSeat(t *Tenant, pol Policy, req *Request, at Instant) (Outcome, Grant, string, window) {
 	if t == nil {
-		return pol.Seat(MakeSeatFacts(LicStateAbsent, 0, 0)), Grant{}, always
+		return pol.Seat(MakeSeatFacts(LicStateAbsent, 0, 0)), Grant{}, "", always
 	}
 	var (
 		best     Outcome
@@ -331,7 +335,7 @@ func decideSeat(t *Tenant, pol Policy, req *Request, at Instant) (Outcome, Grant
 		}
 	}
 	if !found {
-		return pol.Seat(MakeSeatFacts(LicStateAbsent, 0, 0)), Grant{}, always
+		return pol.Seat(MakeSeatFacts(LicStateAbsent, 0, 0)), Grant{}, "", always
 	}
 	var g Grant
 	switch {
@@ -342,7 +346,7 @@ func decideSeat(t *Tenant, pol Policy, req *Request, at Instant) (Outcome, Grant
 	case bestC.group != nil:
 		g = Grant{bestC.group.ID, bestC.groupID}
 	}
-	return best, g, win
+	return best, g, bestC.license.ID, win
 }
 
 // better prefers an allow, then the denial that got furthest through the

@@ -165,16 +165,16 @@ func inEffect(from, until, at Instant) bool {
 
 // seatCandidate gathers the facts of one license for a subject.
 type seatCandidate struct {
-	facts       SeatFacts
-	direct      *Assignment
-	group       *Assignment
-	groupID     string
-	win         window
-	licenseName string
+	facts   SeatFacts
+	direct  *Assignment
+	group   *Assignment
+	groupID string
+	win     window
+	license *License
 }
 
 func (t *Tenant) seatFacts(l *License, s Principal, scope string, at Instant) seatCandidate {
-	c := seatCandidate{win: always}
+	c := seatCandidate{win: always, license: l}
 	c.win.bound(at, l.ValidFrom)
 	c.win.bound(at, l.ExpiresAt)
 	state := LicStateActive

@@ -273,3 +273,6 @@ func sortedByID[T any](recs []T, id func(T) string) []T {
 	sort.Slice(out, func(i, j int) bool { return id(out[i]) < id(out[j]) })
 	return out
 }
+
+// License returns the license with the id, or nil.
+func (t *Tenant) License(id string) *License { return t.licByID[id] }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"sort"
 	"strconv"
 	"time"
 )
@@ -362,29 +361,6 @@ func (d *Document) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// SortRecords orders every kind by tenant and id, the order export writes.
-func (d *Document) SortRecords() {
-	sort.Slice(d.Licenses, func(i, j int) bool {
-		return less(d.Licenses[i].TenantID, d.Licenses[i].ID, d.Licenses[j].TenantID, d.Licenses[j].ID)
-	})
-	sort.Slice(d.Assignments, func(i, j int) bool {
-		return less(d.Assignments[i].TenantID, d.Assignments[i].ID, d.Assignments[j].TenantID, d.Assignments[j].ID)
-	})
-	sort.Slice(d.Entitlements, func(i, j int) bool {
-		return less(d.Entitlements[i].TenantID, d.Entitlements[i].ID, d.Entitlements[j].TenantID, d.Entitlements[j].ID)
-	})
-	sort.Slice(d.Groups, func(i, j int) bool {
-		return less(d.Groups[i].TenantID, d.Groups[i].ID, d.Groups[j].TenantID, d.Groups[j].ID)
-	})
-}
-
-func less(t1, id1, t2, id2 string) bool {
-	if t1 != t2 {
-		return t1 < t2
-	}
-	return id1 < id2
 }
 
 // MarshalJSON writes the document in the state format.

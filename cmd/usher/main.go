@@ -1,0 +1,315 @@
+// Command usher is the Usher policy-decision sidecar: one binary whose
+// subcommands serve decisions, answer one check offline and print the
+// version.
+package main
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/debug"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/usher-authz/usher/decision"
+	"github.com/usher-authz/usher/policy"
+	"github.com/usher-authz/usher/server"
+	statesync "github.com/usher-authz/usher/sync"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+//go:embed demo.json
+var demoState []byte
+
+const usage = `usher — policy-decision sidecar for seat and entitlement checks
+
+Usage:
+  usher serve [flags]          serve decisions over HTTP (no --state: the embedded demo state)
+  usher eval [flags] 'JSON'    answer one evaluate body offline and print the decision
+  usher version                print the version
+
+Every flag can also be set as USHER_<FLAG> in the environment
+(--policy-dir is USHER_POLICY_DIR); a flag on the command line wins.
+Run 'usher COMMAND -h' for a command's flags.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "serve":
+		err = serve(args[1:], stderr)
+	case "eval":
+		err = eval(args[1:], stdout)
+	case "version", "--version", "-version":
+		fmt.Fprintln(stdout, versionString())
+		return 0
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "usher: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, new(usageError)):
+		fmt.Fprintln(stderr, "usher:", err)
+		return 2
+	default:
+		fmt.Fprintln(stderr, "usher:", err)
+		return 1
+	}
+}
+
+// usageError is a mistake in the command line or configuration: exit 2.
+type usageError struct{ error }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+
+func versionString() string {
+	opa := "unknown"
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, d := range bi.Deps {
+			if d.Path == "github.com/open-policy-agent/opa" {
+				opa = d.Version
+			}
+		}
+	}
+	return fmt.Sprintf("usher %s (%s, OPA %s)", version, runtime.Version(), opa)
+}
+
+// parseFlags parses args, then fills every flag not given on the command
+// line from USHER_<FLAG> in the environment.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] {
+			return
+		}
+		env := "USHER_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(env); ok {
+			if err := f.Value.Set(v); err != nil {
+				errs = append(errs, usagef("%s=%q: %v", env, v, err))
+			}
+		}
+	})
+	return errors.Join(errs...)
+}
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, usagef("log-level: must be debug, info, warn or error, got %q", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, usagef("log-format: must be text or json, got %q", format)
+}
+
+type serveFlags struct {
+	state, policyDir, httpAddr, logLevel, logFormat string
+	maxBody                                         int
+	cacheEntries                                    int64
+	drain                                           time.Duration
+}
+
+func serve(args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("usher serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var f serveFlags
+	fs.StringVar(&f.state, "state", "", "state document to follow, reloaded on change (default: the embedded demo state)")
+	fs.StringVar(&f.policyDir, "policy-dir", "", "directory of .rego policies, hot-reloaded (default: the embedded rego/)")
+	fs.StringVar(&f.httpAddr, "http-addr", server.DefaultAddr, "HTTP listen address")
+	fs.IntVar(&f.maxBody, "max-body-bytes", server.DefaultMaxBodyBytes, "largest accepted request body, in bytes")
+	fs.Int64Var(&f.cacheEntries, "cache-entries", 1_000_000, "decision cache capacity in entries; -1 disables the cache")
+	fs.DurationVar(&f.drain, "shutdown-timeout", 10*time.Second, "how long in-flight requests may take to finish after SIGTERM")
+	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("serve takes no arguments, got %q", fs.Args())
+	}
+	log, err := newLogger(stderr, f.logLevel, f.logFormat)
+	if err != nil {
+		return err
+	}
+	if f.cacheEntries == 0 {
+		return usagef("cache-entries: must be positive, or -1 to disable the cache")
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	var engine *decision.Engine
+	metrics := decision.NewMetrics(reg, func() time.Time { return engine.FreshAt() })
+	engine, err = decision.NewEngine(decision.Config{CacheEntries: f.cacheEntries, Metrics: metrics})
+	if err != nil {
+		return err
+	}
+	defer engine.Close()
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	reloader, err := policy.NewReloader(policy.ReloaderConfig{
+		Dir: f.policyDir, Apply: func(c *policy.Compiled) { engine.SetPolicy(c) }, Logger: log, Registerer: reg,
+	})
+	if err != nil {
+		return usagef("%v", err)
+	}
+	if err := reloader.Load(ctx); err != nil {
+		return err
+	}
+	go reloader.Run(ctx)
+
+	source := "demo"
+	var follower *statesync.FileFollower
+	if f.state != "" {
+		source = "file"
+		follower, err = statesync.NewFileFollower(statesync.FileConfig{
+			Path: f.state, Publish: engine.SetSnapshot, Fresh: engine.MarkFresh, Logger: log,
+		})
+		if err != nil {
+			return usagef("%v", err)
+		}
+		if err := follower.Load(); err != nil {
+			return err
+		}
+		go follower.Run(ctx)
+	} else {
+		snap, err := demoSnapshot()
+		if err != nil {
+			return err
+		}
+		engine.SetSnapshot(snap)
+		log.Info("serving the embedded demo state; use --state FILE for your own", "records", snap.Count(decision.KindLicense)+
+			snap.Count(decision.KindAssignment)+snap.Count(decision.KindEntitlement)+snap.Count(decision.KindGroup))
+	}
+
+	srv, err := server.New(server.Config{
+		Addr: f.httpAddr, MaxBodyBytes: f.maxBody, Engine: engine, Gatherer: reg, Logger: log,
+		Info: func() server.Info {
+			info := server.Info{Source: source, SyncState: "static"}
+			if follower != nil {
+				info.SyncState = "following"
+				info.SyncError = follower.LastError()
+			}
+			if c := reloader.Current(); c != nil {
+				info.PolicyDigest = c.Digest()
+			}
+			info.PolicyError = reloader.LastError()
+			return info
+		},
+	})
+	if err != nil {
+		return usagef("%v", err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ListenAndServe() }()
+	log.Info("usher serving", "http", f.httpAddr, "version", version, "policy_dir", f.policyDir, "state", source)
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: readiness off, draining in-flight requests", "timeout", f.drain)
+	sctx, cancel := context.WithTimeout(context.Background(), f.drain)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	return nil
+}
+
+func demoSnapshot() (*decision.Snapshot, error) {
+	doc, err := decision.ParseDocument(strings.NewReader(string(demoState)))
+	if err != nil {
+		return nil, fmt.Errorf("embedded demo state: %w", err)
+	}
+	return decision.NewSnapshot(doc, 1), nil
+}
+
+func eval(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("usher eval", flag.ContinueOnError)
+	state := fs.String("state", "", "state document (default: the embedded demo state)")
+	policyDir := fs.String("policy-dir", "", "directory of .rego policies (default: the embedded rego/)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usagef("eval takes one evaluate body as its argument, e.g. '{\"tenant_id\": \"acme\", \"subject\": {\"id\": \"alice\"}, \"seat\": {\"license\": \"editor\"}}'")
+	}
+	req, err := server.ParseEvaluate([]byte(fs.Arg(0)))
+	if err != nil {
+		return usagef("%v", err)
+	}
+	engine, err := decision.NewEngine(decision.Config{CacheEntries: -1})
+	if err != nil {
+		return err
+	}
+	defer engine.Close()
+	reloader, err := policy.NewReloader(policy.ReloaderConfig{Dir: *policyDir, Apply: func(c *policy.Compiled) { engine.SetPolicy(c) }})
+	if err != nil {
+		return usagef("%v", err)
+	}
+	if err := reloader.Load(context.Background()); err != nil {
+		return err
+	}
+	var snap *decision.Snapshot
+	if *state == "" {
+		snap, err = demoSnapshot()
+	} else {
+		var b []byte
+		if b, err = os.ReadFile(*state); err == nil {
+			var doc *decision.Document
+			if doc, err = decision.ParseDocument(strings.NewReader(string(b))); err == nil {
+				snap = decision.NewSnapshot(doc, 1)
+			}
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("state: %w", err)
+	}
+	engine.SetSnapshot(snap)
+	d, err := engine.Decide(decision.APICLI, &req)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(stdout, string(server.AppendDecision(nil, &d)))
+	return err
+}

@@ -1,0 +1,508 @@
+package server
+
+import (
+	"context"
+	"crypto/sha1"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
+
+	"github.com/usher-authz/usher/decision"
+	"github.com/usher-authz/usher/internal/jsonw"
+)
+
+// Defaults of Config.
+const (
+	DefaultAddr         = "127.0.0.1:8700"
+	DefaultMaxBodyBytes = 1 << 20
+	MaxBatchChecks      = 1000
+)
+
+// Info is what the process knows beyond the engine, for /v1/status.
+type Info struct {
+	Source       string // "demo", "file" or "redis"
+	SyncState    string // e.g. "following", "disconnected"
+	SyncLag      time.Duration
+	SyncError    string
+	PolicyDigest string
+	PolicyError  string
+}
+
+// Config configures the HTTP front.
+type Config struct {
+	// Addr is the listen address; default 127.0.0.1:8700.
+	Addr string
+	// MaxBodyBytes bounds request bodies; default 1 MiB. Larger bodies get 413.
+	MaxBodyBytes int
+	// Engine answers the checks. Required.
+	Engine *decision.Engine
+	// Gatherer serves /metrics; nil serves 404 there.
+	Gatherer prometheus.Gatherer
+	// Info reports sync and policy details for /v1/status; nil reports none.
+	Info func() Info
+	// Logger reports server errors; nil discards.
+	Logger *slog.Logger
+}
+
+// Validate reports every problem of the configuration.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Engine == nil {
+		errs = append(errs, errors.New("server: Engine is required"))
+	}
+	if c.MaxBodyBytes < 0 {
+		errs = append(errs, errors.New("max-body-bytes: must not be negative"))
+	}
+	if c.Addr != "" {
+		if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+			errs = append(errs, fmt.Errorf("http-addr: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Server is the fasthttp front: evaluate, batch, the DataRobot-compatible
+// seat evaluate, health, status and metrics.
+type Server struct {
+	cfg      Config
+	srv      *fasthttp.Server
+	metrics  fasthttp.RequestHandler
+	draining atomic.Bool
+}
+
+// New validates cfg and builds a server.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Addr == "" {
+		cfg.Addr = DefaultAddr
+	}
+	if cfg.MaxBodyBytes == 0 {
+		cfg.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{cfg: cfg}
+	if cfg.Gatherer != nil {
+		s.metrics = fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
+	}
+	s.srv = &fasthttp.Server{
+		Handler:                      s.Handle,
+		Name:                         "usher",
+		MaxRequestBodySize:           cfg.MaxBodyBytes,
+		ReadTimeout:                  30 * time.Second,
+		WriteTimeout:                 30 * time.Second,
+		IdleTimeout:                  2 * time.Minute,
+		NoDefaultDate:                true,
+		NoDefaultContentType:         true,
+		ErrorHandler:                 s.transportError,
+		Logger:                       fasthttpLogger{cfg.Logger},
+		DisablePreParseMultipartForm: true,
+	}
+	return s, nil
+}
+
+type fasthttpLogger struct{ l *slog.Logger }
+
+func (f fasthttpLogger) Printf(format string, args ...any) {
+	f.l.Debug("fasthttp", "msg", fmt.Sprintf(format, args...))
+}
+
+// Addr returns the configured listen address.
+func (s *Server) Addr() string { return s.cfg.Addr }
+
+// ListenAndServe listens on Config.Addr and serves until Shutdown.
+func (s *Server) ListenAndServe() error {
+	ln, err := net.Listen("tcp", s.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("http listen: %w", err)
+	}
+	return s.Serve(ln)
+}
+
+// Serve serves on ln until Shutdown.
+func (s *Server) Serve(ln net.Listener) error { return s.srv.Serve(ln) }
+
+// Drain turns readiness false so load balancers stop sending traffic.
+func (s *Server) Drain() { s.draining.Store(true) }
+
+// Shutdown stops accepting connections and waits for in-flight requests
+// until ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.Drain()
+	return s.srv.ShutdownWithContext(ctx)
+}
+
+// Handle routes one request. It must not retain ctx.
+func (s *Server) Handle(ctx *fasthttp.RequestCtx) {
+	path := ctx.Path()
+	switch string(path) {
+	case "/v1/evaluate":
+		if s.method(ctx, fasthttp.MethodPost) {
+			s.evaluate(ctx)
+		}
+	case "/v1/evaluate/batch":
+		if s.method(ctx, fasthttp.MethodPost) {
+			s.batch(ctx)
+		}
+	case "/api/v2/seatLicenseAllocations/evaluate/", "/api/v2/seatLicenseAllocations/evaluate":
+		if s.method(ctx, fasthttp.MethodPost) {
+			s.compat(ctx)
+		}
+	case "/health/live":
+		if s.method(ctx, fasthttp.MethodGet) {
+			writeJSON(ctx, fasthttp.StatusOK, []byte(`{"status":"ok"}`))
+		}
+	case "/health/ready":
+		if s.method(ctx, fasthttp.MethodGet) {
+			s.ready(ctx)
+		}
+	case "/v1/status":
+		if s.method(ctx, fasthttp.MethodGet) {
+			s.status(ctx)
+		}
+	case "/metrics":
+		if s.metrics != nil && s.method(ctx, fasthttp.MethodGet) {
+			s.metrics(ctx)
+		} else if s.metrics == nil {
+			writeError(ctx, fasthttp.StatusNotFound, "not_found", "no metrics registry configured")
+		}
+	default:
+		writeError(ctx, fasthttp.StatusNotFound, "not_found", "no such path: "+string(path))
+	}
+}
+
+// method answers 405 unless the request uses want (HEAD goes with GET).
+func (s *Server) method(ctx *fasthttp.RequestCtx, want string) bool {
+	m := ctx.Method()
+	if string(m) == want || (want == fasthttp.MethodGet && string(m) == fasthttp.MethodHead) {
+		return true
+	}
+	ctx.Response.Header.Set("Allow", want)
+	writeError(ctx, fasthttp.StatusMethodNotAllowed, "method_not_allowed", "method "+string(m)+" not allowed; use "+want)
+	return false
+}
+
+func (s *Server) transportError(ctx *fasthttp.RequestCtx, err error) {
+	if errors.Is(err, fasthttp.ErrBodyTooLarge) {
+		writeError(ctx, fasthttp.StatusRequestEntityTooLarge, "body_too_large",
+			"request body exceeds the limit of "+strconv.Itoa(s.cfg.MaxBodyBytes)+" bytes")
+		return
+	}
+	writeError(ctx, fasthttp.StatusBadRequest, "invalid_request", "malformed HTTP request: "+err.Error())
+}
+
+func (s *Server) evaluate(ctx *fasthttp.RequestCtx) {
+	req, err := ParseEvaluate(ctx.PostBody())
+	if err != nil {
+		writeError(ctx, fasthttp.StatusBadRequest, "invalid_request", message(err))
+		return
+	}
+	d, err := s.cfg.Engine.Decide(decision.APIEvaluate, &req)
+	if err != nil {
+		s.engineError(ctx, err)
+		return
+	}
+	var scratch [384]byte
+	writeJSON(ctx, fasthttp.StatusOK, AppendDecision(scratch[:0], &d))
+}
+
+func (s *Server) engineError(ctx *fasthttp.RequestCtx, err error) {
+	switch {
+	case errors.Is(err, decision.ErrNoState):
+		writeError(ctx, fasthttp.StatusServiceUnavailable, "no_state", "no state snapshot loaded yet")
+	case errors.Is(err, decision.ErrNoPolicy):
+		writeError(ctx, fasthttp.StatusServiceUnavailable, "no_policy", "no policy compiled yet")
+	default:
+		s.cfg.Logger.Error("decision failed", "error", err)
+		writeError(ctx, fasthttp.StatusInternalServerError, "internal", "decision failed")
+	}
+}
+
+func (s *Server) batch(ctx *fasthttp.RequestCtx) {
+	var b batchBody
+	if err := unmarshal(ctx.PostBody(), &b, ""); err != nil {
+		writeError(ctx, fasthttp.StatusBadRequest, "invalid_request", message(err))
+		return
+	}
+	if b.Checks == nil {
+		writeError(ctx, fasthttp.StatusBadRequest, "invalid_request", "checks: is required")
+		return
+	}
+	checks := *b.Checks
+	if len(checks) > MaxBatchChecks {
+		writeError(ctx, fasthttp.StatusBadRequest, "invalid_request",
+			fmt.Sprintf("checks: at most %d checks per batch, got %d", MaxBatchChecks, len(checks)))
+		return
+	}
+	if !s.cfg.Engine.Ready() {
+		s.engineError(ctx, readinessError(s.cfg.Engine))
+		return
+	}
+	out := make([]byte, 0, 64+160*len(checks))
+	out = append(out, `{"results":[`...)
+	for i, raw := range checks {
+		if i > 0 {
+			out = append(out, ',')
+		}
+		prefix := "checks[" + strconv.Itoa(i) + "]."
+		var body evalBody
+		err := unmarshal(raw, &body, prefix)
+		var req decision.Request
+		if err == nil {
+			req, err = body.request(prefix)
+		}
+		if err != nil {
+			out = appendErrorObject(out, "invalid_request", message(err))
+			continue
+		}
+		d, err := s.cfg.Engine.Decide(decision.APIBatch, &req)
+		if err != nil {
+			out = appendErrorObject(out, "unavailable", err.Error())
+			continue
+		}
+		out = AppendDecision(out, &d)
+	}
+	out = append(out, "]}"...)
+	writeJSON(ctx, fasthttp.StatusOK, out)
+}
+
+func readinessError(e *decision.Engine) error {
+	if e.Snapshot() == nil {
+		return decision.ErrNoState
+	}
+	return decision.ErrNoPolicy
+}
+
+func (s *Server) ready(ctx *fasthttp.RequestCtx) {
+	switch {
+	case s.draining.Load():
+		writeJSON(ctx, fasthttp.StatusServiceUnavailable, []byte(`{"status":"draining"}`))
+	case s.cfg.Engine.Snapshot() == nil:
+		writeJSON(ctx, fasthttp.StatusServiceUnavailable, []byte(`{"status":"not_ready","reason":"no state snapshot loaded yet"}`))
+	case s.cfg.Engine.Policy() == nil:
+		writeJSON(ctx, fasthttp.StatusServiceUnavailable, []byte(`{"status":"not_ready","reason":"no policy compiled yet"}`))
+	default:
+		writeJSON(ctx, fasthttp.StatusOK, []byte(`{"status":"ready"}`))
+	}
+}
+
+func (s *Server) status(ctx *fasthttp.RequestCtx) {
+	var info Info
+	if s.cfg.Info != nil {
+		info = s.cfg.Info()
+	}
+	e := s.cfg.Engine
+	b := []byte(`{"ready":`)
+	b = jsonw.Bool(b, e.Ready() && !s.draining.Load())
+	b = append(b, `,"state":`...)
+	if snap := e.Snapshot(); snap != nil {
+		b = append(b, `{"revision":`...)
+		b = strconv.AppendUint(b, snap.Revision, 10)
+		b = append(b, `,"source":`...)
+		b = jsonw.String(b, info.Source)
+		b = append(b, `,"built_at":`...)
+		b = decision.InstantOf(snap.Built).AppendJSON(b)
+		b = append(b, `,"age_seconds":`...)
+		b = strconv.AppendFloat(b, time.Since(e.FreshAt()).Seconds(), 'f', 3, 64)
+		b = append(b, `,"tenants":`...)
+		b = strconv.AppendInt(b, int64(len(snap.TenantIDs())), 10)
+		b = append(b, `,"records":{`...)
+		for k := decision.KindLicense; k <= decision.KindGroup; k++ {
+			if k > 0 {
+				b = append(b, ',')
+			}
+			b = jsonw.String(b, k.String()+"s")
+			b = append(b, ':')
+			b = strconv.AppendInt(b, int64(snap.Count(k)), 10)
+		}
+		b = append(b, "}}"...)
+	} else {
+		b = append(b, "null"...)
+	}
+	b = append(b, `,"sync":{"state":`...)
+	b = jsonw.String(b, info.SyncState)
+	b = append(b, `,"lag_seconds":`...)
+	b = strconv.AppendFloat(b, info.SyncLag.Seconds(), 'f', 6, 64)
+	b = append(b, `,"last_error":`...)
+	b = jsonw.NullString(b, info.SyncError)
+	b = append(b, `},"policy":`...)
+	if p := e.Policy(); p != nil {
+		b = append(b, `{"revision":`...)
+		b = strconv.AppendUint(b, p.Revision(), 10)
+		b = append(b, `,"digest":`...)
+		b = jsonw.String(b, info.PolicyDigest)
+		b = append(b, `,"last_error":`...)
+		b = jsonw.NullString(b, info.PolicyError)
+		b = append(b, '}')
+	} else {
+		b = append(b, "null"...)
+	}
+	b = append(b, '}')
+	writeJSON(ctx, fasthttp.StatusOK, b)
+}
+
+func (s *Server) compat(ctx *fasthttp.RequestCtx) {
+	req, err := ParseCompat(ctx.PostBody())
+	if err != nil {
+		writeError(ctx, fasthttp.StatusBadRequest, "invalid_request", message(err))
+		return
+	}
+	snap := s.cfg.Engine.Snapshot()
+	d, err := s.cfg.Engine.Decide(decision.APICompat, &req)
+	if err != nil {
+		s.engineError(ctx, err)
+		return
+	}
+	var lic *decision.License
+	var t *decision.Tenant
+	if d.LicenseID != "" {
+		if t = snap.Tenant(req.TenantID); t != nil {
+			lic = t.License(d.LicenseID)
+		}
+	}
+	if d.Reason == decision.LicenseNotFound || lic == nil {
+		writeError(ctx, fasthttp.StatusNotFound, "license_not_found",
+			fmt.Sprintf("no seat license %q in org %q", req.License, req.TenantID))
+		return
+	}
+	writeJSON(ctx, fasthttp.StatusOK, appendAllocation(nil, d.Allowed, t, lic, time.Now()))
+}
+
+// AllocationID derives the stable allocation id of a tenant's license as a
+// name-based (version 5 style) UUID.
+func AllocationID(tenant, license string) string {
+	h := sha1.Sum([]byte("usher-seat-allocation\x00" + tenant + "\x00" + license))
+	h[6] = (h[6] & 0x0f) | 0x50
+	h[8] = (h[8] & 0x3f) | 0x80
+	const hex = "0123456789abcdef"
+	var out [36]byte
+	j := 0
+	for i := 0; i < 16; i++ {
+		if i == 4 || i == 6 || i == 8 || i == 10 {
+			out[j] = '-'
+			j++
+		}
+		out[j], out[j+1] = hex[h[i]>>4], hex[h[i]&0xf]
+		j += 2
+	}
+	return string(out[:])
+}
+
+// appendAllocation builds the DataRobot seat license allocation from the
+// license and its person assignments that hold a seat at now.
+func appendAllocation(b []byte, allowed bool, t *decision.Tenant, l *decision.License, now time.Time) []byte {
+	at := decision.InstantOf(now)
+	var holders []*decision.Assignment
+	for _, a := range t.LicenseAssignments(l.ID) {
+		if a.AssigneeType == decision.Person && a.Reservation != decision.Denied && a.Status == decision.StatusActive &&
+			(!a.ValidFrom.Set() || a.ValidFrom <= at) && (!a.ExpiresAt.Set() || at < a.ExpiresAt) {
+			holders = append(holders, a)
+		}
+	}
+	limit := l.SeatLimit // -1: unlimited
+	created, updated := l.CreatedAt, l.UpdatedAt
+	if !created.Set() {
+		created = 0
+	}
+	if !updated.Set() {
+		updated = created
+	}
+	b = append(b, `{"allowed":`...)
+	b = jsonw.Bool(b, allowed)
+	b = append(b, `,"seatLicenseAllocation":{"id":`...)
+	b = jsonw.String(b, AllocationID(t.ID, l.ID))
+	b = append(b, `,"orgId":`...)
+	b = jsonw.String(b, t.ID)
+	b = append(b, `,"limit":`...)
+	b = strconv.AppendInt(b, limit, 10)
+	b = append(b, `,"currentAllocation":`...)
+	b = strconv.AppendInt(b, int64(len(holders)), 10)
+	b = append(b, `,"seatLicense":{"id":`...)
+	b = jsonw.String(b, l.ID)
+	b = append(b, `,"name":`...)
+	b = jsonw.String(b, l.Name)
+	b = append(b, `,"description":`...)
+	b = jsonw.String(b, l.Description)
+	b = append(b, `,"limit":`...)
+	b = strconv.AppendInt(b, limit, 10)
+	b = append(b, `,"currentAllocation":`...)
+	b = strconv.AppendInt(b, int64(len(holders)), 10)
+	b = append(b, `,"createdAt":`...)
+	b = created.AppendJSON(b)
+	b = append(b, `},"subjects":[`...)
+	for i, a := range holders {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"subjectId":`...)
+		b = jsonw.String(b, a.AssigneeID)
+		b = append(b, `,"subjectType":"user","createdAt":`...)
+		ts := a.AssignedAt
+		if !ts.Set() {
+			ts = created
+		}
+		b = ts.AppendJSON(b)
+		b = append(b, '}')
+	}
+	b = append(b, `],"createdAt":`...)
+	b = created.AppendJSON(b)
+	b = append(b, `,"updatedAt":`...)
+	b = updated.AppendJSON(b)
+	return append(b, "}}"...)
+}
+
+// AppendDecision appends the JSON answer to an evaluate request.
+func AppendDecision(b []byte, d *decision.Decision) []byte {
+	b = append(b, `{"allowed":`...)
+	b = jsonw.Bool(b, d.Allowed)
+	b = append(b, `,"reason":"`...)
+	b = append(b, d.Reason.String()...)
+	b = append(b, `","decision_id":"`...)
+	b = d.ID.AppendText(b)
+	b = append(b, `","revision":`...)
+	b = strconv.AppendUint(b, d.Revision, 10)
+	if d.Allowed {
+		b = append(b, `,"grant":{"id":`...)
+		b = jsonw.String(b, d.Grant.ID)
+		b = append(b, `,"via_group":`...)
+		b = jsonw.NullString(b, d.Grant.ViaGroup)
+		b = append(b, '}')
+	}
+	return append(b, '}')
+}
+
+func appendErrorObject(b []byte, code, msg string) []byte {
+	b = append(b, `{"error":{"code":`...)
+	b = jsonw.String(b, code)
+	b = append(b, `,"message":`...)
+	b = jsonw.String(b, msg)
+	return append(b, "}}"...)
+}
+
+// message flattens joined errors into one line.
+func message(err error) string { return strings.ReplaceAll(err.Error(), "\n", "; ") }
+
+func writeJSON(ctx *fasthttp.RequestCtx, status int, body []byte) {
+	ctx.SetStatusCode(status)
+	ctx.Response.Header.SetContentTypeBytes(contentJSON)
+	ctx.Response.SetBody(body) // copies: body may live on the caller's stack
+}
+
+var contentJSON = []byte("application/json")
+
+func writeError(ctx *fasthttp.RequestCtx, status int, code, msg string) {
+	writeJSON(ctx, status, appendErrorObject(nil, code, msg))
+}
