@@ -1,0 +1,306 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/usher-authz/usher/rego"
+)
+
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "usher-cmd-test")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "usher")
+	if out, err := exec.Command("go", "build", "-race", "-o", binary, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build usher: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+type proc struct {
+	cmd    *exec.Cmd
+	base   string
+	stderr *bytes.Buffer
+}
+
+// startServe runs `usher serve` with args plus a free --http-addr and waits
+// until it is ready.
+func startServe(t *testing.T, env []string, args ...string) *proc {
+	t.Helper()
+	addr := freeAddr(t)
+	cmd := exec.Command(binary, append([]string{"serve", "--http-addr", addr}, args...)...)
+	cmd.Env = append(os.Environ(), env...)
+	p := &proc{cmd: cmd, base: "http://" + addr, stderr: &bytes.Buffer{}}
+	cmd.Stderr = p.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(p.base + "/health/ready")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return p
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("usher serve did not become ready; stderr:\n%s", p.stderr)
+	return nil
+}
+
+func (p *proc) evaluate(t *testing.T, body string) map[string]any {
+	t.Helper()
+	resp, err := http.Post(p.base+"/v1/evaluate", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func (p *proc) status(t *testing.T) map[string]any {
+	t.Helper()
+	resp, err := http.Get(p.base + "/v1/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// eventually polls f for up to 3 seconds.
+func eventually(t *testing.T, what string, f func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		if f() {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+func TestServeDemo(t *testing.T) {
+	p := startServe(t, nil)
+	for body, want := range map[string]string{
+		`{"tenant_id": "acme", "subject": {"id": "alice"}, "seat": {"license": "editor"}}`:                             "seat_assigned",
+		`{"tenant_id": "acme", "subject": {"id": "erin"}, "seat": {"license": "editor"}}`:                              "seat_assigned_via_group",
+		`{"tenant_id": "acme", "subject": {"id": "frank"}, "seat": {"license": "editor"}}`:                             "assignment_denied",
+		`{"tenant_id": "acme", "subject": {"id": "alice"}, "seat": {"license": "analytics"}}`:                          "license_suspended",
+		`{"tenant_id": "acme", "subject": {"id": "erin"}, "entitlement": {"asset_id": "roadmap", "type": "read_only"}}`: "entitled_via_group",
+		`{"tenant_id": "acme", "subject": {"id": "dave"}, "entitlement": {"asset_id": "roadmap", "type": "admin"}}`:     "entitlement_pending_approval",
+	} {
+		if got := p.evaluate(t, body); got["reason"] != want {
+			t.Errorf("demo evaluate %s = %v, want reason %s", body, got, want)
+		}
+	}
+	if s := p.status(t); s["state"].(map[string]any)["source"] != "demo" {
+		t.Errorf("status = %v, want source demo", s)
+	}
+}
+
+const stateV1 = `{"licenses": [{"id": "lic_1", "tenant_id": "t1", "name": "editor", "seat_limit": 5}],
+ "assignments": [{"id": "a1", "tenant_id": "t1", "license_id": "lic_1", "assignee_id": "u1"}]}`
+
+const stateV2 = `{"licenses": [{"id": "lic_1", "tenant_id": "t1", "name": "editor", "seat_limit": 5, "status": "suspended"}],
+ "assignments": [{"id": "a1", "tenant_id": "t1", "license_id": "lic_1", "assignee_id": "u1"}]}`
+
+const u1Editor = `{"tenant_id": "t1", "subject": {"id": "u1"}, "seat": {"license": "editor"}}`
+
+func TestServeFollowsStateFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "state.json")
+	if err := os.WriteFile(path, []byte(stateV1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := startServe(t, []string{"USHER_STATE=" + path})
+	if got := p.evaluate(t, u1Editor); got["reason"] != "seat_assigned" || got["revision"] != 1.0 {
+		t.Fatalf("evaluate = %v, want seat_assigned at revision 1", got)
+	}
+	// A good edit applies within a second.
+	start := time.Now()
+	if err := os.WriteFile(path, []byte(stateV2), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the edit to apply", func() bool { return p.evaluate(t, u1Editor)["reason"] == "license_suspended" })
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("edit applied after %v, want within a second", took)
+	}
+	// A broken edit is rejected; the last good state keeps serving.
+	broken := strings.Replace(stateV1, `"seat_limit": 5`, `"seat_limit": -5`, 1)
+	if err := os.WriteFile(path, []byte(broken), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the broken edit to be reported", func() bool {
+		e, _ := p.status(t)["sync"].(map[string]any)["last_error"].(string)
+		return strings.Contains(e, `licenses[0] (id "lic_1"): seat_limit: must be a non-negative integer or null, got -5`)
+	})
+	if got := p.evaluate(t, u1Editor); got["reason"] != "license_suspended" || got["revision"] != 2.0 {
+		t.Errorf("after a broken edit evaluate = %v, want license_suspended at revision 2", got)
+	}
+	if !strings.Contains(p.stderr.String(), "state reload rejected") {
+		t.Errorf("stderr does not report the rejected reload:\n%s", p.stderr)
+	}
+	// Atomic replace (write elsewhere, rename) applies too.
+	tmp := filepath.Join(dir, "next.json")
+	if err := os.WriteFile(tmp, []byte(stateV1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the replaced file to apply", func() bool { return p.evaluate(t, u1Editor)["reason"] == "seat_assigned" })
+
+	// SIGTERM: exit 0.
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Wait(); err != nil {
+		t.Errorf("usher serve after SIGTERM: %v, want exit 0; stderr:\n%s", err, p.stderr)
+	}
+}
+
+func TestServePolicyHotReload(t *testing.T) {
+	dir := t.TempDir()
+	err := fs.WalkDir(rego.FS, ".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := fs.ReadFile(rego.FS, path)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(dir, path), b, 0o644)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := startServe(t, nil, "--policy-dir", dir)
+	ask := `{"tenant_id": "acme", "subject": {"id": "alice"}, "entitlement": {"asset_id": "roadmap", "type": "billing"}}`
+	if got := p.evaluate(t, ask); got["reason"] != "not_entitled" {
+		t.Fatalf("evaluate = %v, want not_entitled before the table changes", got)
+	}
+	// A policy that does not compile is reported; the old one keeps serving.
+	if err := os.WriteFile(filepath.Join(dir, "implies.rego"), []byte("package usher.entitlement\nimplies := {"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the broken policy to be reported", func() bool {
+		e, _ := p.status(t)["policy"].(map[string]any)["last_error"].(string)
+		return strings.Contains(e, "rego_parse_error")
+	})
+	if got := p.evaluate(t, ask); got["reason"] != "not_entitled" {
+		t.Errorf("after a broken policy evaluate = %v, want not_entitled from the old policy", got)
+	}
+	// A good change to the implication table applies.
+	table := "package usher.entitlement\nimplies := {\"owner\": [\"admin\", \"billing\"], \"admin\": [\"contributor\"], \"contributor\": [\"read_only\"]}\n"
+	if err := os.WriteFile(filepath.Join(dir, "implies.rego"), []byte(table), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the new policy to apply", func() bool { return p.evaluate(t, ask)["reason"] == "entitled" })
+	if pol := p.status(t)["policy"].(map[string]any); pol["revision"] != 2.0 || pol["last_error"] != nil {
+		t.Errorf("policy status = %v, want revision 2 and no error", pol)
+	}
+}
+
+func runUsher(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return out.String(), errb.String(), code
+}
+
+func TestEvalAndVersion(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.json")
+	if err := os.WriteFile(path, []byte(stateV1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, stderr, code := runUsher(t, "eval", "--state", path, u1Editor)
+	var d map[string]any
+	if err := json.Unmarshal([]byte(out), &d); err != nil || code != 0 || d["reason"] != "seat_assigned" {
+		t.Errorf("usher eval = %q (stderr %q, exit %d), want seat_assigned", out, stderr, code)
+	}
+	out, _, _ = runUsher(t, "eval", u1Editor)
+	if !strings.Contains(out, `"reason":"license_not_found"`) {
+		t.Errorf("usher eval on the demo state = %q, want license_not_found for tenant t1", out)
+	}
+	_, stderr, code = runUsher(t, "eval", "--state", path, `{"tenant_id": "t1", "subject": {"id": "u1"}, "seat": {}}`)
+	if code != 2 || !strings.Contains(stderr, "seat.license: is required") {
+		t.Errorf("usher eval with a bad body: exit %d stderr %q, want 2 naming seat.license", code, stderr)
+	}
+	bad := filepath.Join(t.TempDir(), "bad.json")
+	os.WriteFile(bad, []byte(`{"licenses": [{"id": "x", "tenant_id": "t", "name": "n", "type": "site"}]}`), 0o644)
+	_, stderr, code = runUsher(t, "eval", "--state", bad, u1Editor)
+	if code != 1 || !strings.Contains(stderr, `licenses[0] (id "x"): type: must be one of named|floating, got "site"`) {
+		t.Errorf("usher eval with a bad state: exit %d stderr %q", code, stderr)
+	}
+	out, _, code = runUsher(t, "version")
+	if code != 0 || !strings.HasPrefix(out, "usher ") || !strings.Contains(out, "OPA v1.") {
+		t.Errorf("usher version = %q, exit %d", out, code)
+	}
+	_, stderr, code = runUsher(t, "serve", "--log-level", "loud")
+	if code != 2 || !strings.Contains(stderr, "log-level") {
+		t.Errorf("usher serve --log-level loud: exit %d stderr %q, want 2 naming log-level", code, stderr)
+	}
+	_, stderr, code = runUsher(t, "serve", "--state", "/nonexistent/state.json", "--http-addr", freeAddr(t))
+	if code != 1 || !strings.Contains(stderr, "/nonexistent/state.json") {
+		t.Errorf("usher serve with a missing state file: exit %d stderr %q", code, stderr)
+	}
+	_, _, code = runUsher(t, "frobnicate")
+	if code != 2 {
+		t.Errorf("unknown command exit = %d, want 2", code)
+	}
+}

@@ -1,0 +1,347 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/usher-authz/usher/decision"
+	"github.com/usher-authz/usher/policy"
+	"github.com/usher-authz/usher/rego"
+	"github.com/usher-authz/usher/server"
+)
+
+type fixture struct {
+	base   string
+	engine *decision.Engine
+	reg    *prometheus.Registry
+}
+
+// start serves on a loopback port; withState false leaves the engine
+// without a snapshot.
+func start(t *testing.T, withState bool, maxBody int) *fixture {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	var engine *decision.Engine
+	m := decision.NewMetrics(reg, func() time.Time { return engine.FreshAt() })
+	engine, err := decision.NewEngine(decision.Config{Metrics: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(engine.Close)
+	p, err := policy.Compile(context.Background(), rego.FS, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	engine.SetPolicy(p)
+	if withState {
+		raw, err := os.ReadFile("../decision/testdata/semantics.json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var s struct {
+			State json.RawMessage `json:"state"`
+		}
+		if err := json.Unmarshal(raw, &s); err != nil {
+			t.Fatal(err)
+		}
+		doc, err := decision.ParseDocument(bytes.NewReader(s.State))
+		if err != nil {
+			t.Fatal(err)
+		}
+		engine.SetSnapshot(decision.NewSnapshot(doc, 42))
+	}
+	srv, err := server.New(server.Config{Engine: engine, Gatherer: reg, MaxBodyBytes: maxBody,
+		Info: func() server.Info { return server.Info{Source: "file", SyncState: "following"} }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+	return &fixture{base: "http://" + ln.Addr().String(), engine: engine, reg: reg}
+}
+
+func (f *fixture) do(t *testing.T, method, path, body string) (int, http.Header, map[string]any) {
+	t.Helper()
+	req, err := http.NewRequest(method, f.base+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out map[string]any
+	if method != http.MethodHead && path != "/metrics" {
+		if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+			t.Errorf("%s %s: Content-Type = %q, want application/json", method, path, ct)
+		}
+		if err := json.Unmarshal(raw, &out); err != nil {
+			t.Fatalf("%s %s: body %q is not JSON: %v", method, path, raw, err)
+		}
+	} else {
+		out = map[string]any{"text": string(raw)}
+	}
+	return resp.StatusCode, resp.Header, out
+}
+
+var decisionID = regexp.MustCompile(`^[0-9a-f]{32}$`)
+
+func TestEvaluate(t *testing.T) {
+	f := start(t, true, 0)
+	for _, tc := range []struct {
+		name, body string
+		want       map[string]any
+	}{
+		{"seat via group", `{"tenant_id": "acme", "subject": {"id": "u2", "type": "person"}, "seat": {"license": "editor"}, "at": "2026-06-01T00:00:00Z"}`,
+			map[string]any{"allowed": true, "reason": "seat_assigned_via_group", "revision": 42.0, "grant": map[string]any{"id": "a02", "via_group": "g_all"}}},
+		{"direct seat", `{"tenant_id": "acme", "subject": {"id": "u1"}, "seat": {"license": "lic_editor"}}`,
+			map[string]any{"allowed": true, "reason": "seat_assigned", "revision": 42.0, "grant": map[string]any{"id": "a01", "via_group": nil}}},
+		{"denial", `{"tenant_id": "acme", "subject": {"id": "u5"}, "seat": {"license": "editor"}}`,
+			map[string]any{"allowed": false, "reason": "assignment_denied", "revision": 42.0}},
+		{"entitlement", `{"tenant_id": "acme", "subject": {"id": "u1"}, "entitlement": {"asset_id": "doc1", "type": "read_only"}}`,
+			map[string]any{"allowed": true, "reason": "entitled", "revision": 42.0, "grant": map[string]any{"id": "e01", "via_group": nil}}},
+		{"pending", `{"tenant_id": "acme", "subject": {"id": "u4"}, "entitlement": {"asset_id": "doc1", "type": "admin"}}`,
+			map[string]any{"allowed": false, "reason": "entitlement_pending_approval", "revision": 42.0}},
+		{"app scope from body", `{"tenant_id": "acme", "app_id": "app2", "subject": {"id": "u1"}, "seat": {"license": "appseat"}}`,
+			map[string]any{"allowed": false, "reason": "license_not_found", "revision": 42.0}},
+		{"unknown fields ignored", `{"tenant_id": "acme", "subject": {"id": "u1", "x": 1}, "seat": {"license": "editor"}, "extra": [1]}`,
+			map[string]any{"allowed": true, "reason": "seat_assigned", "revision": 42.0, "grant": map[string]any{"id": "a01", "via_group": nil}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			status, _, got := f.do(t, "POST", "/v1/evaluate", tc.body)
+			if status != 200 {
+				t.Fatalf("POST /v1/evaluate %s = %d %v, want 200", tc.body, status, got)
+			}
+			id, _ := got["decision_id"].(string)
+			if !decisionID.MatchString(id) {
+				t.Errorf("decision_id = %q, want 32 hex digits", id)
+			}
+			delete(got, "decision_id")
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("POST /v1/evaluate %s mismatch (-want +got):\n%s", tc.body, diff)
+			}
+		})
+	}
+}
+
+func TestErrors(t *testing.T) {
+	f := start(t, true, 2048)
+	empty := start(t, false, 0)
+	for _, tc := range []struct {
+		name         string
+		f            *fixture
+		method, path string
+		body         string
+		status       int
+		code, msg    string
+	}{
+		{"malformed json", f, "POST", "/v1/evaluate", `{"tenant_id": `, 400, "invalid_request", "body is not valid JSON"},
+		{"empty body", f, "POST", "/v1/evaluate", ``, 400, "invalid_request", "body must be a JSON object"},
+		{"not an object", f, "POST", "/v1/evaluate", `[1]`, 400, "invalid_request", "must be a JSON object"},
+		{"missing tenant", f, "POST", "/v1/evaluate", `{"subject": {"id": "u1"}, "seat": {"license": "editor"}}`, 400, "invalid_request", "tenant_id: is required"},
+		{"missing subject", f, "POST", "/v1/evaluate", `{"tenant_id": "acme", "seat": {"license": "editor"}}`, 400, "invalid_request", "subject: is required"},
+		{"missing subject id", f, "POST", "/v1/evaluate", `{"tenant_id": "acme", "subject": {}, "seat": {"license": "editor"}}`, 400, "invalid_request", "subject.id: is required"},
+		{"bad subject type", f, "POST", "/v1/evaluate", `{"tenant_id": "acme", "subject": {"id": "u1", "type": "robot"}, "seat": {"license": "editor"}}`, 400, "invalid_request", `subject.type: must be person or group`},
+		{"wrong field type", f, "POST", "/v1/evaluate", `{"tenant_id": 7, "subject": {"id": "u1"}, "seat": {"license": "editor"}}`, 400, "invalid_request", "tenant_id: must be a string, got JSON number"},
+		{"neither check", f, "POST", "/v1/evaluate", `{"tenant_id": "acme", "subject": {"id": "u1"}}`, 400, "invalid_request", "exactly one of seat and entitlement is required"},
+		{"both checks", f, "POST", "/v1/evaluate", `{"tenant_id": "acme", "subject": {"id": "u1"}, "seat": {"license": "e"}, "entitlement": {"asset_id": "a", "type": "admin"}}`, 400, "invalid_request", "got both"},
+		{"missing license", f, "POST", "/v1/evaluate", `{"tenant_id": "acme", "subject": {"id": "u1"}, "seat": {}}`, 400, "invalid_request", "seat.license: is required"},
+		{"missing asset", f, "POST", "/v1/evaluate", `{"tenant_id": "acme", "subject": {"id": "u1"}, "entitlement": {"type": "admin"}}`, 400, "invalid_request", "entitlement.asset_id: is required"},
+		{"missing type", f, "POST", "/v1/evaluate", `{"tenant_id": "acme", "subject": {"id": "u1"}, "entitlement": {"asset_id": "doc1"}}`, 400, "invalid_request", "entitlement.type: is required"},
+		{"bad at", f, "POST", "/v1/evaluate", `{"tenant_id": "acme", "subject": {"id": "u1"}, "seat": {"license": "editor"}, "at": "yesterday"}`, 400, "invalid_request", `at: must be an RFC 3339 time, got "yesterday"`},
+		{"unknown path", f, "GET", "/v2/nothing", ``, 404, "not_found", "no such path: /v2/nothing"},
+		{"wrong method", f, "GET", "/v1/evaluate", ``, 405, "method_not_allowed", "use POST"},
+		{"wrong method on health", f, "POST", "/health/live", `{}`, 405, "method_not_allowed", "use GET"},
+		{"body too large", f, "POST", "/v1/evaluate", `{"tenant_id": "` + strings.Repeat("a", 4096) + `"}`, 413, "body_too_large", "exceeds the limit of 2048 bytes"},
+		{"no state", empty, "POST", "/v1/evaluate", `{"tenant_id": "acme", "subject": {"id": "u1"}, "seat": {"license": "editor"}}`, 503, "no_state", "no state snapshot loaded yet"},
+		{"no state batch", empty, "POST", "/v1/evaluate/batch", `{"checks": []}`, 503, "no_state", "no state snapshot loaded yet"},
+		{"no state compat", empty, "POST", "/api/v2/seatLicenseAllocations/evaluate/", `{"orgId": "acme", "seatName": "editor", "subjectId": "u1", "subjectType": "user"}`, 503, "no_state", "no state"},
+		{"batch without checks", f, "POST", "/v1/evaluate/batch", `{}`, 400, "invalid_request", "checks: is required"},
+		{"batch checks type", f, "POST", "/v1/evaluate/batch", `{"checks": {}}`, 400, "invalid_request", "checks: must be an array"},
+		{"compat missing fields", f, "POST", "/api/v2/seatLicenseAllocations/evaluate/", `{"orgId": "acme"}`, 400, "invalid_request", "seatName: is required; subjectId: is required; subjectType: is required"},
+		{"compat subject type", f, "POST", "/api/v2/seatLicenseAllocations/evaluate/", `{"orgId": "acme", "seatName": "editor", "subjectId": "u1", "subjectType": "group"}`, 400, "invalid_request", `subjectType: must be user, got "group"`},
+		{"compat no such seat", f, "POST", "/api/v2/seatLicenseAllocations/evaluate/", `{"orgId": "acme", "seatName": "nope", "subjectId": "u1", "subjectType": "user"}`, 404, "license_not_found", `no seat license "nope" in org "acme"`},
+		{"compat other org", f, "POST", "/api/v2/seatLicenseAllocations/evaluate/", `{"orgId": "initech", "seatName": "editor", "subjectId": "u1", "subjectType": "user"}`, 404, "license_not_found", `no seat license "editor" in org "initech"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			status, hdr, got := tc.f.do(t, tc.method, tc.path, tc.body)
+			e, _ := got["error"].(map[string]any)
+			code, _ := e["code"].(string)
+			msg, _ := e["message"].(string)
+			if status != tc.status || code != tc.code || !strings.Contains(msg, tc.msg) {
+				t.Errorf("%s %s %.60s = %d %v, want %d code %q message containing %q", tc.method, tc.path, tc.body, status, got, tc.status, tc.code, tc.msg)
+			}
+			if status == 405 && hdr.Get("Allow") == "" {
+				t.Errorf("405 without an Allow header")
+			}
+		})
+	}
+}
+
+func TestBatch(t *testing.T) {
+	f := start(t, true, 0)
+	status, _, got := f.do(t, "POST", "/v1/evaluate/batch", `{"checks": [
+		{"tenant_id": "acme", "subject": {"id": "u1"}, "seat": {"license": "editor"}},
+		{"tenant_id": "acme", "subject": {"id": "u1"}},
+		"nonsense",
+		{"tenant_id": "acme", "subject": {"id": "u7"}, "entitlement": {"asset_id": "doc1", "type": "read_only"}}
+	]}`)
+	if status != 200 {
+		t.Fatalf("batch = %d %v, want 200", status, got)
+	}
+	results, _ := got["results"].([]any)
+	if len(results) != 4 {
+		t.Fatalf("batch results = %v, want 4 in order", got)
+	}
+	reason := func(i int) string { r, _ := results[i].(map[string]any)["reason"].(string); return r }
+	errMsg := func(i int) string {
+		e, _ := results[i].(map[string]any)["error"].(map[string]any)
+		m, _ := e["message"].(string)
+		return m
+	}
+	if reason(0) != "seat_assigned" || reason(3) != "entitlement_inactive" {
+		t.Errorf("batch reasons = %q, %q, want seat_assigned, entitlement_inactive", reason(0), reason(3))
+	}
+	if !strings.Contains(errMsg(1), "checks[1].seat: exactly one of seat and entitlement is required") {
+		t.Errorf("batch slot 1 error = %q, want it to name checks[1].seat", errMsg(1))
+	}
+	if !strings.Contains(errMsg(2), "checks[2].: must be a JSON object") && !strings.Contains(errMsg(2), "checks[2]") {
+		t.Errorf("batch slot 2 error = %q, want it to name checks[2]", errMsg(2))
+	}
+	var many strings.Builder
+	many.WriteString(`{"checks": [`)
+	for i := range server.MaxBatchChecks + 1 {
+		if i > 0 {
+			many.WriteByte(',')
+		}
+		many.WriteString(`{"tenant_id": "acme", "subject": {"id": "u1"}, "seat": {"license": "editor"}}`)
+	}
+	many.WriteString(`]}`)
+	status, _, got = f.do(t, "POST", "/v1/evaluate/batch", many.String())
+	if status != 400 || !strings.Contains(got["error"].(map[string]any)["message"].(string), "at most 1000 checks per batch, got 1001") {
+		t.Errorf("batch of 1001 = %d %v, want 400 naming the limit", status, got)
+	}
+	status, _, got = f.do(t, "POST", "/v1/evaluate/batch", `{"checks": []}`)
+	if status != 200 || len(got["results"].([]any)) != 0 {
+		t.Errorf("empty batch = %d %v, want 200 with no results", status, got)
+	}
+}
+
+func TestCompat(t *testing.T) {
+	f := start(t, true, 0)
+	status, _, got := f.do(t, "POST", "/api/v2/seatLicenseAllocations/evaluate/", `{"orgId": "acme", "seatName": "viewer", "subjectId": "u3", "subjectType": "user"}`)
+	if status != 200 {
+		t.Fatalf("compat = %d %v", status, got)
+	}
+	if got["allowed"] != false {
+		t.Errorf("allowed = %v, want false (u3's group assignment is suspended)", got["allowed"])
+	}
+	alloc := got["seatLicenseAllocation"].(map[string]any)
+	id := alloc["id"].(string)
+	if len(id) < 32 || len(id) > 36 || id != server.AllocationID("acme", "lic_viewer") {
+		t.Errorf("allocation id = %q, want the stable 36-character id of acme/lic_viewer", id)
+	}
+	lic := alloc["seatLicense"].(map[string]any)
+	if alloc["orgId"] != "acme" || lic["id"] != "lic_viewer" || lic["name"] != "viewer" || alloc["limit"] != -1.0 {
+		t.Errorf("allocation = %v, want org acme, license lic_viewer named viewer, limit -1 (unlimited)", alloc)
+	}
+	for _, k := range []string{"createdAt", "updatedAt", "currentAllocation", "subjects"} {
+		if _, ok := alloc[k]; !ok {
+			t.Errorf("allocation lacks %q: %v", k, alloc)
+		}
+	}
+	status, _, got = f.do(t, "POST", "/api/v2/seatLicenseAllocations/evaluate/", `{"orgId": "acme", "seatName": "editor", "subjectId": "u1", "subjectType": "user"}`)
+	alloc = got["seatLicenseAllocation"].(map[string]any)
+	// Holders now: a01 u1, a04 u5, a11 u10, a13 u11, a14 u12 (person, active, in effect, not denied).
+	var subjects []string
+	for _, s := range alloc["subjects"].([]any) {
+		m := s.(map[string]any)
+		subjects = append(subjects, m["subjectId"].(string))
+		if m["subjectType"] != "user" {
+			t.Errorf("subjectType = %v, want user", m["subjectType"])
+		}
+	}
+	if status != 200 || got["allowed"] != true || alloc["limit"] != 50.0 || alloc["currentAllocation"] != float64(len(subjects)) {
+		t.Errorf("compat editor = %d %v", status, got)
+	}
+	if diff := cmp.Diff([]string{"u1", "u5", "u10", "u11", "u12"}, subjects); diff != "" {
+		t.Errorf("subjects mismatch (-want +got):\n%s", diff)
+	}
+}
+
+func TestHealthStatusMetrics(t *testing.T) {
+	f := start(t, true, 0)
+	empty := start(t, false, 0)
+	if status, _, got := f.do(t, "GET", "/health/live", ""); status != 200 || got["status"] != "ok" {
+		t.Errorf("live = %d %v", status, got)
+	}
+	if status, _, got := f.do(t, "GET", "/health/ready", ""); status != 200 || got["status"] != "ready" {
+		t.Errorf("ready = %d %v", status, got)
+	}
+	if status, _, got := empty.do(t, "GET", "/health/ready", ""); status != 503 || got["status"] != "not_ready" {
+		t.Errorf("ready without state = %d %v, want 503 not_ready", status, got)
+	}
+	f.do(t, "POST", "/v1/evaluate", `{"tenant_id": "acme", "subject": {"id": "u1"}, "seat": {"license": "editor"}}`)
+	f.do(t, "POST", "/v1/evaluate", `{"tenant_id": "acme", "subject": {"id": "u5"}, "seat": {"license": "editor"}}`)
+	status, _, got := f.do(t, "GET", "/v1/status", "")
+	state, _ := got["state"].(map[string]any)
+	records, _ := state["records"].(map[string]any)
+	pol, _ := got["policy"].(map[string]any)
+	if status != 200 || got["ready"] != true || state["revision"] != 42.0 || records["assignments"] != 25.0 || records["licenses"] != 11.0 ||
+		state["source"] != "file" || pol["revision"] != 1.0 || got["sync"].(map[string]any)["state"] != "following" {
+		t.Errorf("status = %d %v", status, got)
+	}
+	_, _, m := f.do(t, "GET", "/metrics", "")
+	text := m["text"].(string)
+	for _, want := range []string{
+		`usher_decisions_total{allowed="true",api="evaluate",check="seat",reason="seat_assigned"} 1`,
+		`usher_decisions_total{allowed="false",api="evaluate",check="seat",reason="assignment_denied"} 1`,
+		`usher_decision_duration_seconds_bucket{api="evaluate",check="seat",le="1e-06"}`,
+		`usher_decision_cache_requests_total{result="miss"} 2`,
+		`usher_state_revision 42`,
+		`usher_state_records{kind="assignment"} 25`,
+		`usher_state_age_seconds`,
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+}
+
+func FuzzParseEvaluate(f *testing.F) {
+	f.Add([]byte(`{"tenant_id": "acme", "subject": {"id": "u1", "type": "person"}, "seat": {"license": "editor"}, "at": "2026-01-01T00:00:00Z"}`))
+	f.Add([]byte(`{"tenant_id": "acme", "subject": {"id": "u1"}, "entitlement": {"asset_id": "a", "type": "admin"}}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := server.ParseEvaluate(b)
+		if err != nil {
+			if !strings.Contains(err.Error(), ":") {
+				t.Errorf("error %q names no field", err)
+			}
+			return
+		}
+		if r.TenantID == "" || r.Subject.ID == "" || (r.License == "" && (r.AssetID == "" || r.Type == "")) {
+			t.Errorf("ParseEvaluate(%q) accepted an incomplete request %+v", b, r)
+		}
+	})
+}
