@@ -192,8 +192,14 @@ func (t *Tenant) seatFacts(l *License, s Principal, scope string, at Instant) se
 		validity = ValidityExpired
 	}
 	var flags SeatFacts
-	scan := func(p Principal, viaGroup bool) {
-		for _, a := range t.seats[seatKey{l.ID, p}] {
+	scan := func(p *principal, viaGroup bool) {
+		for _, a := range p.seats {
+			if a.LicenseID != l.ID {
+				if a.LicenseID > l.ID {
+					return
+				}
+				continue
+			}
 			if !visible(scope, a.AppID) {
 				continue
 			}
@@ -213,7 +219,7 @@ func (t *Tenant) seatFacts(l *License, s Principal, scope string, at Instant) se
 			case live:
 				flags |= SeatViaGroup
 				if c.group == nil {
-					c.group, c.groupID = a, p.ID
+					c.group, c.groupID = a, p.id
 				}
 			default:
 				if a.ExpiresAt.Set() && at >= a.ExpiresAt {
@@ -228,9 +234,11 @@ func (t *Tenant) seatFacts(l *License, s Principal, scope string, at Instant) se
 			}
 		}
 	}
-	scan(s, false)
-	for _, g := range t.groupsOf[s] {
-		scan(Principal{GroupPrincipal, g}, true)
+	if si := t.lookup(s); si >= 0 {
+		scan(&t.prins[si], false)
+		for _, g := range t.prins[si].groups {
+			scan(&t.prins[g], true)
+		}
 	}
 	c.facts = MakeSeatFacts(state, validity, flags)
 	return c
@@ -247,8 +255,14 @@ type entCandidate struct {
 
 func (t *Tenant) entFacts(asset, typ string, implying []string, s Principal, scope string, at Instant) entCandidate {
 	c := entCandidate{win: always}
-	scan := func(p Principal, viaGroup bool) {
-		for _, e := range t.ents[entKey{asset, p}] {
+	scan := func(p *principal, viaGroup bool) {
+		for _, e := range p.ents {
+			if e.AssetID != asset {
+				if e.AssetID > asset {
+					return
+				}
+				continue
+			}
 			if !visible(scope, e.AppID) || !satisfies(e.Type, typ, implying) {
 				continue
 			}
@@ -264,7 +278,7 @@ func (t *Tenant) entFacts(asset, typ string, implying []string, s Principal, sco
 			case live:
 				c.facts |= EntViaGroup
 				if c.group == nil {
-					c.group, c.groupID = e, p.ID
+					c.group, c.groupID = e, p.id
 				}
 			default:
 				if e.Status == StatusPendingApproval {
@@ -279,9 +293,11 @@ func (t *Tenant) entFacts(asset, typ string, implying []string, s Principal, sco
 			}
 		}
 	}
-	scan(s, false)
-	for _, g := range t.groupsOf[s] {
-		scan(Principal{GroupPrincipal, g}, true)
+	if si := t.lookup(s); si >= 0 {
+		scan(&t.prins[si], false)
+		for _, g := range t.prins[si].groups {
+			scan(&t.prins[g], true)
+		}
 	}
 	return c
 }

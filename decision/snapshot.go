@@ -3,6 +3,7 @@ package decision
 import (
 	"slices"
 	"sort"
+	"strings"
 	"time"
 )
 
@@ -12,14 +13,14 @@ type Principal struct {
 	ID   string
 }
 
-type seatKey struct {
-	license string
-	p       Principal
-}
-
-type entKey struct {
-	asset string
-	p     Principal
+// principal is one person or group of a tenant with what it holds.
+type principal struct {
+	id string
+	// groups indexes (into Tenant.prins) every group the principal belongs
+	// to directly or through nesting, in id order.
+	groups []int32
+	seats  []*Assignment  // by license id, then id
+	ents   []*Entitlement // by asset id, then id
 }
 
 // Tenant is the immutable, indexed state of one tenant.
@@ -31,11 +32,11 @@ type Tenant struct {
 
 	licByID   map[string]*License
 	licByName map[string][]*License
-	// groupsOf holds, per principal, every group it belongs to directly or
-	// through nesting, sorted.
-	groupsOf  map[Principal][]string
-	seats     map[seatKey][]*Assignment
-	ents      map[entKey][]*Entitlement
+	// persons and groups map ids to entries of prins: a check costs one
+	// map lookup for the subject, then slice walks.
+	persons   map[string]int32
+	groups    map[string]int32
+	prins     []principal
 	byLicense map[string][]*Assignment
 
 	Licenses     []*License
@@ -189,9 +190,8 @@ func buildTenant(in interner, id string, d *Document, rev uint64) *Tenant {
 		Revision:  rev,
 		licByID:   make(map[string]*License, len(d.Licenses)),
 		licByName: make(map[string][]*License, len(d.Licenses)),
-		groupsOf:  make(map[Principal][]string),
-		seats:     make(map[seatKey][]*Assignment, len(d.Assignments)),
-		ents:      make(map[entKey][]*Entitlement, len(d.Entitlements)),
+		persons:   make(map[string]int32),
+		groups:    make(map[string]int32, len(d.Groups)),
 		byLicense: make(map[string][]*Assignment, len(d.Licenses)),
 	}
 	t.Licenses = sortedByID(d.Licenses, func(l *License) string { return l.ID })
@@ -206,6 +206,11 @@ func buildTenant(in interner, id string, d *Document, rev uint64) *Tenant {
 		t.licByID[l.ID] = l
 		t.licByName[l.Name] = append(t.licByName[l.Name], l)
 	}
+	for _, g := range t.Groups {
+		g.TenantID = id
+		g.ID = in.of(g.ID)
+		t.principal(Principal{GroupPrincipal, g.ID})
+	}
 	for _, a := range t.Assignments {
 		a.TenantID = id
 		a.LicenseID = in.of(a.LicenseID)
@@ -215,8 +220,8 @@ func buildTenant(in interner, id string, d *Document, rev uint64) *Tenant {
 		if a.Deleted {
 			continue
 		}
-		k := seatKey{a.LicenseID, Principal{a.AssigneeType, a.AssigneeID}}
-		t.seats[k] = append(t.seats[k], a)
+		p := t.principal(Principal{a.AssigneeType, a.AssigneeID})
+		t.prins[p].seats = append(t.prins[p].seats, a)
 		t.byLicense[a.LicenseID] = append(t.byLicense[a.LicenseID], a)
 	}
 	for _, e := range t.Entitlements {
@@ -228,28 +233,27 @@ func buildTenant(in interner, id string, d *Document, rev uint64) *Tenant {
 		if e.Deleted {
 			continue
 		}
-		k := entKey{e.AssetID, Principal{e.PrincipalType, e.PrincipalID}}
-		t.ents[k] = append(t.ents[k], e)
+		p := t.principal(Principal{e.PrincipalType, e.PrincipalID})
+		t.prins[p].ents = append(t.prins[p].ents, e)
 	}
 
-	// parents: principal -> groups it is a direct member of.
-	parents := make(map[Principal][]string)
+	// parents: principal index -> groups it is a direct member of.
+	parents := make(map[int32][]int32)
 	for _, g := range t.Groups {
-		g.TenantID = id
-		g.ID = in.of(g.ID)
+		gi := t.groups[g.ID]
 		for i := range g.Members {
 			m := &g.Members[i]
 			m.ID = in.of(m.ID)
-			p := Principal{m.Type, m.ID}
-			parents[p] = append(parents[p], g.ID)
+			p := t.principal(Principal{m.Type, m.ID})
+			parents[p] = append(parents[p], gi)
 		}
 	}
-	var queue []string
-	seen := make(map[string]bool)
+	var queue []int32
+	seen := make(map[int32]bool)
 	for p, direct := range parents {
 		clear(seen)
 		queue = append(queue[:0], direct...)
-		var all []string
+		var all []int32
 		for len(queue) > 0 {
 			g := queue[len(queue)-1]
 			queue = queue[:len(queue)-1]
@@ -257,15 +261,48 @@ func buildTenant(in interner, id string, d *Document, rev uint64) *Tenant {
 				continue
 			}
 			seen[g] = true
-			if p.Type != GroupPrincipal || g != p.ID {
+			if g != p { // a group in a cycle does not belong to itself
 				all = append(all, g)
 			}
-			queue = append(queue, parents[Principal{GroupPrincipal, g}]...)
+			queue = append(queue, parents[g]...)
 		}
-		sort.Strings(all)
-		t.groupsOf[p] = slices.Clip(all)
+		slices.SortFunc(all, func(a, b int32) int { return strings.Compare(t.prins[a].id, t.prins[b].id) })
+		t.prins[p].groups = slices.Clip(all)
+	}
+	for i := range t.prins {
+		pr := &t.prins[i]
+		slices.SortStableFunc(pr.seats, func(a, b *Assignment) int { return strings.Compare(a.LicenseID, b.LicenseID) })
+		slices.SortStableFunc(pr.ents, func(a, b *Entitlement) int { return strings.Compare(a.AssetID, b.AssetID) })
+		pr.seats, pr.ents = slices.Clip(pr.seats), slices.Clip(pr.ents)
 	}
 	return t
+}
+
+// principal returns the index of p's entry, adding it when new.
+func (t *Tenant) principal(p Principal) int32 {
+	m := t.persons
+	if p.Type == GroupPrincipal {
+		m = t.groups
+	}
+	if i, ok := m[p.ID]; ok {
+		return i
+	}
+	i := int32(len(t.prins))
+	t.prins = append(t.prins, principal{id: p.ID})
+	m[p.ID] = i
+	return i
+}
+
+// lookup returns the index of p's entry, or -1.
+func (t *Tenant) lookup(p Principal) int32 {
+	m := t.persons
+	if p.Type == GroupPrincipal {
+		m = t.groups
+	}
+	if i, ok := m[p.ID]; ok {
+		return i
+	}
+	return -1
 }
 
 func sortedByID[T any](recs []T, id func(T) string) []T {

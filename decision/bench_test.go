@@ -1,0 +1,146 @@
+package decision_test
+
+import (
+	"math/rand/v2"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/usher-authz/usher/bench/gen"
+	"github.com/usher-authz/usher/decision"
+)
+
+var (
+	scaleOnce sync.Once
+	scaleSnap *decision.Snapshot
+	scaleMiB  float64
+	scaleTook time.Duration
+)
+
+// scaleSnapshot builds the 1,000-tenant, ~1,000,000-record snapshot once
+// and measures the heap it holds.
+func scaleSnapshot(b *testing.B) *decision.Snapshot {
+	b.Helper()
+	scaleOnce.Do(func() {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		doc := gen.Generate(gen.Default())
+		start := time.Now()
+		scaleSnap = decision.NewSnapshot(doc, 1)
+		scaleTook = time.Since(start)
+		doc = nil
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		scaleMiB = float64(after.HeapAlloc-before.HeapAlloc) / (1 << 20)
+	})
+	return scaleSnap
+}
+
+// scaleRequests draws n checks over the generated state: half seats (by
+// license name), half entitlements, at the generator's "now".
+func scaleRequests(n int, seed uint64) []decision.Request {
+	c := gen.Default()
+	r := rand.New(rand.NewPCG(seed, 7))
+	types := gen.EntitlementTypes()
+	at := decision.InstantOf(c.Now)
+	reqs := make([]decision.Request, n)
+	for i := range reqs {
+		t, p := r.IntN(c.Tenants), r.IntN(c.PersonsPerTenant)
+		req := decision.Request{TenantID: gen.TenantID(t), Subject: decision.Principal{ID: gen.PersonID(t, p)}, At: at}
+		if i%2 == 0 {
+			req.Check, req.License = decision.CheckSeat, gen.LicenseName(r.IntN(c.LicensesPerTenant))
+		} else {
+			req.Check, req.AssetID, req.Type = decision.CheckEntitlement, gen.AssetID(t, r.IntN(c.AssetsPerTenant)), types[r.IntN(len(types))]
+		}
+		reqs[i] = req
+	}
+	return reqs
+}
+
+func BenchmarkSnapshot(b *testing.B) {
+	s := scaleSnapshot(b)
+	records := 0
+	for k := decision.KindLicense; k <= decision.KindGroup; k++ {
+		records += s.Count(k)
+	}
+	for b.Loop() {
+	}
+	b.ReportMetric(scaleMiB, "heap-MiB")
+	b.ReportMetric(float64(records), "records")
+	b.ReportMetric(scaleTook.Seconds(), "build-s")
+}
+
+func BenchmarkDecide(b *testing.B) {
+	snap := scaleSnapshot(b)
+	p := shippedPolicy(b)
+	newScaleEngine := func(b *testing.B, entries int64) *decision.Engine {
+		e, err := decision.NewEngine(decision.Config{CacheEntries: entries})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(e.Close)
+		e.SetPolicy(p)
+		e.SetSnapshot(snap)
+		return e
+	}
+	b.Run("hit", func(b *testing.B) {
+		e := newScaleEngine(b, 0)
+		reqs := scaleRequests(4096, 1)
+		for i := range reqs {
+			e.Decide(decision.APIEvaluate, &reqs[i])
+		}
+		e.WaitCache()
+		b.ReportAllocs()
+		i, hits := 0, 0
+		for b.Loop() {
+			d, _ := e.Decide(decision.APIEvaluate, &reqs[i&4095])
+			if d.Cached {
+				hits++
+			}
+			i++
+		}
+		b.ReportMetric(float64(hits)/float64(i), "hit-ratio")
+	})
+	b.Run("miss", func(b *testing.B) {
+		e := newScaleEngine(b, 0)
+		reqs := scaleRequests(1<<20, 2)
+		b.ReportAllocs()
+		i, hits := 0, 0
+		for b.Loop() {
+			d, _ := e.Decide(decision.APIEvaluate, &reqs[i&(1<<20-1)])
+			if d.Cached {
+				hits++
+			}
+			i++
+		}
+		b.ReportMetric(float64(hits)/float64(i), "hit-ratio")
+	})
+	b.Run("nocache", func(b *testing.B) {
+		e := newScaleEngine(b, -1)
+		reqs := scaleRequests(1<<16, 3)
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			e.Decide(decision.APIEvaluate, &reqs[i&(1<<16-1)])
+			i++
+		}
+	})
+	b.Run("hit-parallel", func(b *testing.B) {
+		e := newScaleEngine(b, 0)
+		reqs := scaleRequests(4096, 1)
+		for i := range reqs {
+			e.Decide(decision.APIEvaluate, &reqs[i])
+		}
+		e.WaitCache()
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			i := rand.IntN(4096)
+			for pb.Next() {
+				e.Decide(decision.APIEvaluate, &reqs[i&4095])
+				i++
+			}
+		})
+	})
+}
