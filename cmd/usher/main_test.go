@@ -129,10 +129,10 @@ func eventually(t *testing.T, what string, f func() bool) {
 func TestServeDemo(t *testing.T) {
 	p := startServe(t, nil)
 	for body, want := range map[string]string{
-		`{"tenant_id": "acme", "subject": {"id": "alice"}, "seat": {"license": "editor"}}`:                             "seat_assigned",
-		`{"tenant_id": "acme", "subject": {"id": "erin"}, "seat": {"license": "editor"}}`:                              "seat_assigned_via_group",
-		`{"tenant_id": "acme", "subject": {"id": "frank"}, "seat": {"license": "editor"}}`:                             "assignment_denied",
-		`{"tenant_id": "acme", "subject": {"id": "alice"}, "seat": {"license": "analytics"}}`:                          "license_suspended",
+		`{"tenant_id": "acme", "subject": {"id": "alice"}, "seat": {"license": "editor"}}`:                              "seat_assigned",
+		`{"tenant_id": "acme", "subject": {"id": "erin"}, "seat": {"license": "editor"}}`:                               "seat_assigned_via_group",
+		`{"tenant_id": "acme", "subject": {"id": "frank"}, "seat": {"license": "editor"}}`:                              "assignment_denied",
+		`{"tenant_id": "acme", "subject": {"id": "alice"}, "seat": {"license": "analytics"}}`:                           "license_suspended",
 		`{"tenant_id": "acme", "subject": {"id": "erin"}, "entitlement": {"asset_id": "roadmap", "type": "read_only"}}`: "entitled_via_group",
 		`{"tenant_id": "acme", "subject": {"id": "dave"}, "entitlement": {"asset_id": "roadmap", "type": "admin"}}`:     "entitlement_pending_approval",
 	} {
