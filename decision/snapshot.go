@@ -313,3 +313,23 @@ func sortedByID[T any](recs []T, id func(T) string) []T {
 
 // License returns the license with the id, or nil.
 func (t *Tenant) License(id string) *License { return t.licByID[id] }
+
+// Memberships returns, for every principal that belongs to a group, all
+// the groups it belongs to directly or through nesting, in id order.
+func (t *Tenant) Memberships() map[Principal][]string {
+	out := make(map[Principal][]string)
+	add := func(m map[string]int32, typ PrincipalType) {
+		for id, i := range m {
+			if gs := t.prins[i].groups; len(gs) > 0 {
+				ids := make([]string, len(gs))
+				for j, g := range gs {
+					ids[j] = t.prins[g].id
+				}
+				out[Principal{typ, id}] = ids
+			}
+		}
+	}
+	add(t.persons, Person)
+	add(t.groups, GroupPrincipal)
+	return out
+}
