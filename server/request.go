@@ -48,62 +48,81 @@ type evalBody struct {
 // ParseEvaluate parses and validates one evaluate body (DESIGN §4). The
 // returned request does not refer to body.
 func ParseEvaluate(body []byte) (decision.Request, error) {
-	var b evalBody
-	if err := unmarshal(body, &b, ""); err != nil {
-		return decision.Request{}, err
-	}
-	return b.request("")
+	var r decision.Request
+	err := parseEvaluateSlow(body, "", &r)
+	return r, err
 }
 
-func (b *evalBody) request(prefix string) (decision.Request, error) {
+func parseEvaluateSlow(body []byte, prefix string, r *decision.Request) error {
+	var b evalBody
+	if err := unmarshal(body, &b, prefix); err != nil {
+		return err
+	}
+	f := fastBody{tenantID: b.TenantID, appID: b.AppID, at: b.At}
+	if b.Subject != nil {
+		f.hasSubject, f.subject = true, *b.Subject
+	}
+	if b.Seat != nil {
+		f.hasSeat, f.seat = true, *b.Seat
+	}
+	if b.Entitlement != nil {
+		f.hasEnt, f.ent = true, *b.Entitlement
+	}
+	return f.request(prefix, r)
+}
+
+// request validates the decoded body into r; field names in errors get
+// prefix (e.g. "checks[3].").
+func (b *fastBody) request(prefix string, out *decision.Request) error {
 	var errs []error
 	fail := func(field, rule string) { errs = append(errs, &RequestError{prefix + field, rule}) }
-	r := decision.Request{TenantID: b.TenantID, AppID: b.AppID}
-	if b.TenantID == "" {
+	r := decision.Request{TenantID: b.tenantID, AppID: b.appID}
+	if b.tenantID == "" {
 		fail("tenant_id", "is required")
 	}
-	if b.Subject == nil {
+	if !b.hasSubject {
 		fail("subject", "is required")
 	} else {
-		if b.Subject.ID == "" {
+		if b.subject.ID == "" {
 			fail("subject.id", "is required")
 		}
-		pt, ok := decision.ParsePrincipalType(b.Subject.Type)
+		pt, ok := decision.ParsePrincipalType(b.subject.Type)
 		if !ok {
-			fail("subject.type", fmt.Sprintf("must be person or group (user means person), got %q", b.Subject.Type))
+			fail("subject.type", fmt.Sprintf("must be person or group (user means person), got %q", b.subject.Type))
 		}
-		r.Subject = decision.Principal{Type: pt, ID: b.Subject.ID}
+		r.Subject = decision.Principal{Type: pt, ID: b.subject.ID}
 	}
 	switch {
-	case b.Seat != nil && b.Entitlement != nil:
+	case b.hasSeat && b.hasEnt:
 		fail("seat", "exactly one of seat and entitlement is allowed, got both")
-	case b.Seat != nil:
-		r.Check, r.License = decision.CheckSeat, b.Seat.License
-		if b.Seat.License == "" {
+	case b.hasSeat:
+		r.Check, r.License = decision.CheckSeat, b.seat.License
+		if b.seat.License == "" {
 			fail("seat.license", "is required")
 		}
-	case b.Entitlement != nil:
-		r.Check, r.AssetID, r.Type = decision.CheckEntitlement, b.Entitlement.AssetID, b.Entitlement.Type
-		if b.Entitlement.AssetID == "" {
+	case b.hasEnt:
+		r.Check, r.AssetID, r.Type = decision.CheckEntitlement, b.ent.AssetID, b.ent.Type
+		if b.ent.AssetID == "" {
 			fail("entitlement.asset_id", "is required")
 		}
-		if b.Entitlement.Type == "" {
+		if b.ent.Type == "" {
 			fail("entitlement.type", "is required")
 		}
 	default:
 		fail("seat", "exactly one of seat and entitlement is required")
 	}
-	if b.At != "" {
-		at, err := decision.ParseInstant(b.At)
+	if b.at != "" {
+		at, err := decision.ParseInstant(b.at)
 		if err != nil {
 			fail("at", err.Error())
 		}
 		r.At = at
 	}
 	if len(errs) > 0 {
-		return decision.Request{}, join(errs)
+		return join(errs)
 	}
-	return r, nil
+	*out = r
+	return nil
 }
 
 // join keeps a single RequestError as is, so callers can inspect it.

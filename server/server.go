@@ -205,8 +205,8 @@ func (s *Server) transportError(ctx *fasthttp.RequestCtx, err error) {
 }
 
 func (s *Server) evaluate(ctx *fasthttp.RequestCtx) {
-	req, err := ParseEvaluate(ctx.PostBody())
-	if err != nil {
+	var req decision.Request
+	if err := parseEvaluateInto(ctx.PostBody(), "", &req); err != nil {
 		writeError(ctx, fasthttp.StatusBadRequest, "invalid_request", message(err))
 		return
 	}
@@ -257,14 +257,8 @@ func (s *Server) batch(ctx *fasthttp.RequestCtx) {
 		if i > 0 {
 			out = append(out, ',')
 		}
-		prefix := "checks[" + strconv.Itoa(i) + "]."
-		var body evalBody
-		err := unmarshal(raw, &body, prefix)
 		var req decision.Request
-		if err == nil {
-			req, err = body.request(prefix)
-		}
-		if err != nil {
+		if err := parseEvaluateInto(raw, "checks["+strconv.Itoa(i)+"].", &req); err != nil {
 			out = appendErrorObject(out, "invalid_request", message(err))
 			continue
 		}
