@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/usher-authz/usher/decision"
 )
@@ -136,7 +137,7 @@ func join(errs []error) error {
 // unmarshal decodes a JSON object, reporting type errors by field.
 func unmarshal(body []byte, v any, prefix string) error {
 	if len(bytes.TrimSpace(body)) == 0 {
-		return &RequestError{prefix, "body must be a JSON object, got nothing"}
+		return &RequestError{whole(prefix), "must be a JSON object, got nothing"}
 	}
 	err := json.Unmarshal(body, v)
 	if err == nil {
@@ -145,7 +146,7 @@ func unmarshal(body []byte, v any, prefix string) error {
 	var te *json.UnmarshalTypeError
 	if errors.As(err, &te) {
 		if te.Field == "" {
-			return &RequestError{prefix, "must be a JSON object, got JSON " + te.Value}
+			return &RequestError{whole(prefix), "must be a JSON object, got JSON " + te.Value}
 		}
 		want := "a string"
 		switch te.Type.Kind().String() {
@@ -158,7 +159,15 @@ func unmarshal(body []byte, v any, prefix string) error {
 		}
 		return &RequestError{prefix + te.Field, "must be " + want + ", got JSON " + te.Value}
 	}
-	return &RequestError{prefix, "body is not valid JSON: " + err.Error()}
+	return &RequestError{whole(prefix), "not valid JSON: " + err.Error()}
+}
+
+// whole names the whole body ("body") or the whole batch slot ("checks[3]").
+func whole(prefix string) string {
+	if prefix == "" {
+		return "body"
+	}
+	return strings.TrimSuffix(prefix, ".")
 }
 
 type batchBody struct {

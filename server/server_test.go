@@ -156,9 +156,9 @@ func TestErrors(t *testing.T) {
 		status       int
 		code, msg    string
 	}{
-		{"malformed json", f, "POST", "/v1/evaluate", `{"tenant_id": `, 400, "invalid_request", "body is not valid JSON"},
-		{"empty body", f, "POST", "/v1/evaluate", ``, 400, "invalid_request", "body must be a JSON object"},
-		{"not an object", f, "POST", "/v1/evaluate", `[1]`, 400, "invalid_request", "must be a JSON object"},
+		{"malformed json", f, "POST", "/v1/evaluate", `{"tenant_id": `, 400, "invalid_request", "body: not valid JSON"},
+		{"empty body", f, "POST", "/v1/evaluate", ``, 400, "invalid_request", "body: must be a JSON object, got nothing"},
+		{"not an object", f, "POST", "/v1/evaluate", `[1]`, 400, "invalid_request", "body: must be a JSON object, got JSON array"},
 		{"missing tenant", f, "POST", "/v1/evaluate", `{"subject": {"id": "u1"}, "seat": {"license": "editor"}}`, 400, "invalid_request", "tenant_id: is required"},
 		{"missing subject", f, "POST", "/v1/evaluate", `{"tenant_id": "acme", "seat": {"license": "editor"}}`, 400, "invalid_request", "subject: is required"},
 		{"missing subject id", f, "POST", "/v1/evaluate", `{"tenant_id": "acme", "subject": {}, "seat": {"license": "editor"}}`, 400, "invalid_request", "subject.id: is required"},
@@ -226,7 +226,7 @@ func TestBatch(t *testing.T) {
 	if !strings.Contains(errMsg(1), "checks[1].seat: exactly one of seat and entitlement is required") {
 		t.Errorf("batch slot 1 error = %q, want it to name checks[1].seat", errMsg(1))
 	}
-	if !strings.Contains(errMsg(2), "checks[2].: must be a JSON object") && !strings.Contains(errMsg(2), "checks[2]") {
+	if !strings.Contains(errMsg(2), "checks[2]: must be a JSON object, got JSON string") {
 		t.Errorf("batch slot 2 error = %q, want it to name checks[2]", errMsg(2))
 	}
 	var many strings.Builder
