@@ -54,8 +54,8 @@ type Snapshot struct {
 	counts   [4]int
 }
 
-// NewSnapshot indexes a validated document as revision rev. It takes
-// ownership of the document's records.
+// NewSnapshot indexes a validated document as revision rev. The snapshot
+// keeps its own copies of the records; doc is not changed.
 func NewSnapshot(doc *Document, rev uint64) *Snapshot {
 	by := make(map[string]*Document)
 	get := func(t string) *Document {
@@ -194,10 +194,15 @@ func buildTenant(in interner, id string, d *Document, rev uint64) *Tenant {
 		groups:    make(map[string]int32, len(d.Groups)),
 		byLicense: make(map[string][]*Assignment, len(d.Licenses)),
 	}
-	t.Licenses = sortedByID(d.Licenses, func(l *License) string { return l.ID })
-	t.Assignments = sortedByID(d.Assignments, func(a *Assignment) string { return a.ID })
-	t.Entitlements = sortedByID(d.Entitlements, func(e *Entitlement) string { return e.ID })
-	t.Groups = sortedByID(d.Groups, func(g *Group) string { return g.ID })
+	// Records are copied: they may be shared with an older snapshot that
+	// readers still use, and interning writes to them.
+	t.Licenses = sortedCopies(d.Licenses, func(l *License) string { return l.ID })
+	t.Assignments = sortedCopies(d.Assignments, func(a *Assignment) string { return a.ID })
+	t.Entitlements = sortedCopies(d.Entitlements, func(e *Entitlement) string { return e.ID })
+	t.Groups = sortedCopies(d.Groups, func(g *Group) string { return g.ID })
+	for _, g := range t.Groups {
+		g.Members = slices.Clone(g.Members)
+	}
 
 	for _, l := range t.Licenses {
 		l.TenantID = id
@@ -305,8 +310,14 @@ func (t *Tenant) lookup(p Principal) int32 {
 	return -1
 }
 
-func sortedByID[T any](recs []T, id func(T) string) []T {
-	out := slices.Clone(recs)
+// sortedCopies copies each record into one backing array, sorted by id.
+func sortedCopies[T any](recs []*T, id func(*T) string) []*T {
+	vals := make([]T, len(recs))
+	out := make([]*T, len(recs))
+	for i, r := range recs {
+		vals[i] = *r
+		out[i] = &vals[i]
+	}
 	sort.Slice(out, func(i, j int) bool { return id(out[i]) < id(out[j]) })
 	return out
 }

@@ -241,6 +241,20 @@ func (e *RecordError) Unwrap() error { return ErrInvalid }
 // ParseDocument reads and validates a state document. It reports every
 // rule violation (joined), or returns a document in which every rule holds.
 func ParseDocument(r io.Reader) (*Document, error) {
+	doc, err := DecodeDocument(r)
+	if err != nil {
+		return nil, err
+	}
+	if err := doc.Validate(); err != nil {
+		return nil, err
+	}
+	return doc, nil
+}
+
+// DecodeDocument reads a state document and checks each record on its own,
+// but not the rules that span records (see Validate): for merging a
+// partial document into a larger state before validating the whole.
+func DecodeDocument(r io.Reader) (*Document, error) {
 	var raw struct {
 		Licenses     []json.RawMessage `json:"licenses"`
 		Assignments  []json.RawMessage `json:"assignments"`
@@ -290,9 +304,6 @@ func ParseDocument(r io.Reader) (*Document, error) {
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
-	}
-	if err := doc.Validate(); err != nil {
-		return nil, err
 	}
 	return doc, nil
 }
