@@ -34,6 +34,7 @@ type Info struct {
 	SyncState    string // e.g. "following", "disconnected"
 	SyncLag      time.Duration
 	SyncError    string
+	SyncPosition string // last applied change stream id (Redis)
 	PolicyDigest string
 	PolicyError  string
 }
@@ -52,6 +53,10 @@ type Config struct {
 	Info func() Info
 	// Logger reports server errors; nil discards.
 	Logger *slog.Logger
+	// MaxStaleness, when positive, is how old the state may get (since it
+	// was last known current) before checks answer 503 state_stale and
+	// readiness fails. Zero keeps serving the last state however old.
+	MaxStaleness time.Duration
 }
 
 // Validate reports every problem of the configuration.
@@ -59,6 +64,9 @@ func (c Config) Validate() error {
 	var errs []error
 	if c.Engine == nil {
 		errs = append(errs, errors.New("server: Engine is required"))
+	}
+	if c.MaxStaleness < 0 {
+		errs = append(errs, errors.New("max-staleness: must not be negative"))
 	}
 	if c.MaxBodyBytes < 0 {
 		errs = append(errs, errors.New("max-body-bytes: must not be negative"))
@@ -204,7 +212,24 @@ func (s *Server) transportError(ctx *fasthttp.RequestCtx, err error) {
 	writeError(ctx, fasthttp.StatusBadRequest, "invalid_request", "malformed HTTP request: "+err.Error())
 }
 
+// stale answers 503 when the state is older than MaxStaleness.
+func (s *Server) stale(ctx *fasthttp.RequestCtx) bool {
+	if s.cfg.MaxStaleness <= 0 || s.cfg.Engine.Snapshot() == nil {
+		return false
+	}
+	age := time.Since(s.cfg.Engine.FreshAt())
+	if age <= s.cfg.MaxStaleness {
+		return false
+	}
+	writeError(ctx, fasthttp.StatusServiceUnavailable, "state_stale",
+		fmt.Sprintf("the state was last known current %s ago, over the %s max-staleness", age.Round(time.Millisecond), s.cfg.MaxStaleness))
+	return true
+}
+
 func (s *Server) evaluate(ctx *fasthttp.RequestCtx) {
+	if s.stale(ctx) {
+		return
+	}
 	var req decision.Request
 	if err := parseEvaluateInto(ctx.PostBody(), "", &req); err != nil {
 		writeError(ctx, fasthttp.StatusBadRequest, "invalid_request", message(err))
@@ -232,6 +257,9 @@ func (s *Server) engineError(ctx *fasthttp.RequestCtx, err error) {
 }
 
 func (s *Server) batch(ctx *fasthttp.RequestCtx) {
+	if s.stale(ctx) {
+		return
+	}
 	var b batchBody
 	if err := unmarshal(ctx.PostBody(), &b, ""); err != nil {
 		writeError(ctx, fasthttp.StatusBadRequest, "invalid_request", message(err))
@@ -288,6 +316,8 @@ func (s *Server) ready(ctx *fasthttp.RequestCtx) {
 		writeJSON(ctx, fasthttp.StatusServiceUnavailable, []byte(`{"status":"not_ready","reason":"no state snapshot loaded yet"}`))
 	case s.cfg.Engine.Policy() == nil:
 		writeJSON(ctx, fasthttp.StatusServiceUnavailable, []byte(`{"status":"not_ready","reason":"no policy compiled yet"}`))
+	case s.cfg.MaxStaleness > 0 && time.Since(s.cfg.Engine.FreshAt()) > s.cfg.MaxStaleness:
+		writeJSON(ctx, fasthttp.StatusServiceUnavailable, []byte(`{"status":"not_ready","reason":"state older than max-staleness"}`))
 	default:
 		writeJSON(ctx, fasthttp.StatusOK, []byte(`{"status":"ready"}`))
 	}
@@ -300,7 +330,7 @@ func (s *Server) status(ctx *fasthttp.RequestCtx) {
 	}
 	e := s.cfg.Engine
 	b := []byte(`{"ready":`)
-	b = jsonw.Bool(b, e.Ready() && !s.draining.Load())
+	b = jsonw.Bool(b, e.Ready() && !s.draining.Load() && !(s.cfg.MaxStaleness > 0 && time.Since(e.FreshAt()) > s.cfg.MaxStaleness))
 	b = append(b, `,"state":`...)
 	if snap := e.Snapshot(); snap != nil {
 		b = append(b, `{"revision":`...)
@@ -332,6 +362,10 @@ func (s *Server) status(ctx *fasthttp.RequestCtx) {
 	b = strconv.AppendFloat(b, info.SyncLag.Seconds(), 'f', 6, 64)
 	b = append(b, `,"last_error":`...)
 	b = jsonw.NullString(b, info.SyncError)
+	if info.SyncPosition != "" {
+		b = append(b, `,"position":`...)
+		b = jsonw.String(b, info.SyncPosition)
+	}
 	b = append(b, `},"policy":`...)
 	if p := e.Policy(); p != nil {
 		b = append(b, `{"revision":`...)
@@ -349,6 +383,9 @@ func (s *Server) status(ctx *fasthttp.RequestCtx) {
 }
 
 func (s *Server) compat(ctx *fasthttp.RequestCtx) {
+	if s.stale(ctx) {
+		return
+	}
 	req, err := ParseCompat(ctx.PostBody())
 	if err != nil {
 		writeError(ctx, fasthttp.StatusBadRequest, "invalid_request", message(err))

@@ -37,8 +37,13 @@ var demoState []byte
 const usage = `usher — policy-decision sidecar for seat and entitlement checks
 
 Usage:
-  usher serve [flags]          serve decisions over HTTP (no --state: the embedded demo state)
+  usher serve [flags]          serve decisions over HTTP (no --state or --redis-url: the embedded demo state)
   usher eval [flags] 'JSON'    answer one evaluate body offline and print the decision
+  usher load [flags] FILE      write a state document into Redis (--replace: Redis holds exactly FILE)
+  usher put [flags] KIND JSON  write one record (license, assignment, entitlement, group) into Redis
+  usher delete [flags] KIND TENANT ID
+                               delete one record from Redis
+  usher export [flags]         print Redis's state as a state document
   usher version                print the version
 
 Every flag can also be set as USHER_<FLAG> in the environment
@@ -61,6 +66,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = serve(args[1:], stderr)
 	case "eval":
 		err = eval(args[1:], stdout)
+	case "load", "put", "delete", "export":
+		err = write(args[0], args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, versionString())
 		return 0
@@ -142,9 +149,10 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 
 type serveFlags struct {
 	state, policyDir, httpAddr, logLevel, logFormat string
+	redisURL, namespace, snapshotFile               string
 	maxBody                                         int
 	cacheEntries                                    int64
-	drain                                           time.Duration
+	drain, maxStaleness, snapshotInterval           time.Duration
 }
 
 func serve(args []string, stderr io.Writer) error {
@@ -152,6 +160,11 @@ func serve(args []string, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	var f serveFlags
 	fs.StringVar(&f.state, "state", "", "state document to follow, reloaded on change (default: the embedded demo state)")
+	fs.StringVar(&f.redisURL, "redis-url", "", "follow the state in this Redis (redis://, rediss://, redis+cluster://, redis+sentinel://)")
+	fs.StringVar(&f.namespace, "namespace", statesync.DefaultNamespace, "Redis key namespace")
+	fs.StringVar(&f.snapshotFile, "snapshot-file", "", "with --redis-url: keep the last applied state in this file, and serve it at start while Redis is down")
+	fs.DurationVar(&f.snapshotInterval, "snapshot-interval", 10*time.Second, "with --snapshot-file: rewrite the file at most this often")
+	fs.DurationVar(&f.maxStaleness, "max-staleness", 0, "answer 503 state_stale and fail readiness once the state was last known current longer ago than this (0: off)")
 	fs.StringVar(&f.policyDir, "policy-dir", "", "directory of .rego policies, hot-reloaded (default: the embedded rego/)")
 	fs.StringVar(&f.httpAddr, "http-addr", server.DefaultAddr, "HTTP listen address")
 	fs.IntVar(&f.maxBody, "max-body-bytes", server.DefaultMaxBodyBytes, "largest accepted request body, in bytes")
@@ -197,9 +210,32 @@ func serve(args []string, stderr io.Writer) error {
 	}
 	go reloader.Run(ctx)
 
+	if f.state != "" && f.redisURL != "" {
+		return usagef("state and redis-url: give one source of state, not both")
+	}
+	if f.snapshotFile != "" && f.redisURL == "" {
+		return usagef("snapshot-file: only applies with --redis-url")
+	}
 	source := "demo"
 	var follower *statesync.FileFollower
-	if f.state != "" {
+	var redisFollower *statesync.RedisFollower
+	switch {
+	case f.redisURL != "":
+		source = "redis"
+		client, err := statesync.NewClient(f.redisURL, "usher-sidecar")
+		if err != nil {
+			return usageError{err}
+		}
+		defer client.Close()
+		redisFollower, err = statesync.NewRedisFollower(statesync.RedisConfig{
+			Client: client, Namespace: f.namespace, Publish: engine.SetSnapshot, Fresh: engine.MarkFresh,
+			Logger: log, Registerer: reg, SnapshotFile: f.snapshotFile, SnapshotInterval: f.snapshotInterval,
+		})
+		if err != nil {
+			return usageError{err}
+		}
+		go redisFollower.Run(ctx)
+	case f.state != "":
 		source = "file"
 		follower, err = statesync.NewFileFollower(statesync.FileConfig{
 			Path: f.state, Publish: engine.SetSnapshot, Fresh: engine.MarkFresh, Logger: log,
@@ -211,7 +247,7 @@ func serve(args []string, stderr io.Writer) error {
 			return err
 		}
 		go follower.Run(ctx)
-	} else {
+	default:
 		snap, err := demoSnapshot()
 		if err != nil {
 			return err
@@ -222,12 +258,16 @@ func serve(args []string, stderr io.Writer) error {
 	}
 
 	srv, err := server.New(server.Config{
-		Addr: f.httpAddr, MaxBodyBytes: f.maxBody, Engine: engine, Gatherer: reg, Logger: log,
+		Addr: f.httpAddr, MaxBodyBytes: f.maxBody, Engine: engine, Gatherer: reg, Logger: log, MaxStaleness: f.maxStaleness,
 		Info: func() server.Info {
 			info := server.Info{Source: source, SyncState: "static"}
 			if follower != nil {
 				info.SyncState = "following"
 				info.SyncError = follower.LastError()
+			}
+			if redisFollower != nil {
+				st := redisFollower.Status()
+				info.SyncState, info.SyncLag, info.SyncError, info.SyncPosition = st.State, st.Lag, st.LastError, st.Position
 			}
 			if c := reloader.Current(); c != nil {
 				info.PolicyDigest = c.Digest()
@@ -312,4 +352,80 @@ func eval(args []string, stdout io.Writer) error {
 	}
 	_, err = fmt.Fprintln(stdout, string(server.AppendDecision(nil, &d)))
 	return err
+}
+
+// write runs the Redis writer subcommands.
+func write(cmd string, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("usher "+cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	redisURL := fs.String("redis-url", "", "Redis to write (required; redis://, rediss://, redis+cluster://, redis+sentinel://)")
+	namespace := fs.String("namespace", statesync.DefaultNamespace, "Redis key namespace")
+	maxLen := fs.Int64("stream-max-len", statesync.DefaultStreamMaxLen, "change events the stream keeps (approximately)")
+	replace := false
+	if cmd == "load" {
+		fs.BoolVar(&replace, "replace", false, "make Redis hold exactly the file: tenants and records not in it are deleted")
+	}
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *redisURL == "" {
+		return usagef("redis-url: required (or USHER_REDIS_URL)")
+	}
+	want := map[string]int{"load": 1, "put": 2, "delete": 3, "export": 0}[cmd]
+	if fs.NArg() != want {
+		return usagef("%s takes %d arguments, got %d (see usher help)", cmd, want, fs.NArg())
+	}
+	client, err := statesync.NewClient(*redisURL, "usher-writer")
+	if err != nil {
+		return usageError{err}
+	}
+	defer client.Close()
+	w, err := statesync.NewWriter(statesync.WriterConfig{Client: client, Namespace: *namespace, StreamMaxLen: *maxLen})
+	if err != nil {
+		return usageError{err}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	switch cmd {
+	case "load":
+		in, err := os.Open(fs.Arg(0))
+		if err != nil {
+			return err
+		}
+		defer in.Close()
+		doc, err := decision.DecodeDocument(in)
+		if err != nil {
+			return fmt.Errorf("%s: %w", fs.Arg(0), err)
+		}
+		res, err := w.Load(ctx, doc, replace)
+		if err != nil {
+			return fmt.Errorf("load %s: nothing written: %w", fs.Arg(0), err)
+		}
+		fmt.Fprintf(stdout, "loaded %s: %d tenants now hold %d records\n", fs.Arg(0), res.Tenants, res.Records)
+	case "put":
+		kind, err := decision.ParseKind(fs.Arg(0))
+		if err != nil {
+			return usageError{err}
+		}
+		if err := w.Put(ctx, kind, []byte(fs.Arg(1))); err != nil {
+			return fmt.Errorf("put: nothing written: %w", err)
+		}
+	case "delete":
+		kind, err := decision.ParseKind(fs.Arg(0))
+		if err != nil {
+			return usageError{err}
+		}
+		if err := w.Delete(ctx, kind, fs.Arg(1), fs.Arg(2)); err != nil {
+			return fmt.Errorf("delete: nothing written: %w", err)
+		}
+	case "export":
+		doc, err := w.Export(ctx)
+		if err != nil {
+			return err
+		}
+		if _, err := doc.WriteTo(stdout); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -1,0 +1,450 @@
+package statesync
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/usher-authz/usher/decision"
+)
+
+// ErrNotFound marks a delete of a record that does not exist.
+var ErrNotFound = errors.New("not found")
+
+// ErrConflict marks a write that kept losing a race with other writers.
+var ErrConflict = errors.New("concurrent writes kept changing the same keys; try again")
+
+// DefaultStreamMaxLen is how many change events the stream keeps (about).
+const DefaultStreamMaxLen = 100_000
+
+// WriterConfig configures a Writer.
+type WriterConfig struct {
+	// Client is the Redis to write; required.
+	Client redis.UniversalClient
+	// Namespace prefixes every key; default "usher".
+	Namespace string
+	// StreamMaxLen caps the change stream (approximately); default 100,000.
+	// A follower that falls further behind reloads in full.
+	StreamMaxLen int64
+	// Now is the clock stamped on change events; nil means time.Now.
+	Now func() time.Time
+}
+
+// Writer validates records and writes them with their change events. Each
+// Put and Delete is one MULTI/EXEC: the record change and its event land
+// together or not at all. It is safe for concurrent use.
+type Writer struct {
+	c      redis.UniversalClient
+	k      Keys
+	maxLen int64
+	now    func() time.Time
+}
+
+// NewWriter validates cfg.
+func NewWriter(cfg WriterConfig) (*Writer, error) {
+	if cfg.Namespace == "" {
+		cfg.Namespace = DefaultNamespace
+	}
+	k, err := NewKeys(cfg.Namespace)
+	var errs []error
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if cfg.Client == nil {
+		errs = append(errs, errors.New("writer: Client is required"))
+	}
+	if cfg.StreamMaxLen < 0 {
+		errs = append(errs, errors.New("stream-max-len: must not be negative"))
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	if cfg.StreamMaxLen == 0 {
+		cfg.StreamMaxLen = DefaultStreamMaxLen
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Writer{c: cfg.Client, k: k, maxLen: cfg.StreamMaxLen, now: cfg.Now}, nil
+}
+
+// Keys returns the writer's key layout.
+func (w *Writer) Keys() Keys { return w.k }
+
+func (w *Writer) event(p redis.Pipeliner, ctx context.Context, values ...any) {
+	values = append(values, FieldAt, unixMillis(w.now()))
+	p.XAdd(ctx, &redis.XAddArgs{Stream: w.k.Changes(), MaxLen: w.maxLen, Approx: true, Values: values})
+}
+
+// retry runs a WATCH transaction until it commits or loses too often.
+func (w *Writer) retry(ctx context.Context, fn func(*redis.Tx) error, keys ...string) error {
+	for range 10 {
+		err := w.c.Watch(ctx, fn, keys...)
+		if !errors.Is(err, redis.TxFailedErr) {
+			return err
+		}
+	}
+	return ErrConflict
+}
+
+// Put validates one record (the state format of that kind) and writes it,
+// replacing any record of the same kind, tenant and id.
+func (w *Writer) Put(ctx context.Context, kind decision.Kind, raw []byte) error {
+	rec, err := decodeRecord(kind, raw)
+	if err != nil {
+		return err
+	}
+	tenant, id := identity(rec)
+	canonical := appendJSON(rec)
+	key := w.k.Records(tenant, kind)
+	watch := []string{key}
+	if kind == decision.KindAssignment {
+		watch = append(watch, w.k.Records(tenant, decision.KindLicense))
+	}
+	return w.retry(ctx, func(tx *redis.Tx) error {
+		switch r := rec.(type) {
+		case *decision.Assignment:
+			ok, err := tx.HExists(ctx, w.k.Records(tenant, decision.KindLicense), r.LicenseID).Result()
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return &decision.RecordError{Kind: kind, Index: -1, ID: id, Field: "license_id",
+					Rule: fmt.Sprintf("must name a license of tenant %q, no license %q there", tenant, r.LicenseID)}
+			}
+		case *decision.Group:
+			for i, m := range r.Members {
+				if m.Type != decision.GroupPrincipal || m.ID == r.ID {
+					continue
+				}
+				ok, err := tx.HExists(ctx, key, m.ID).Result()
+				if err != nil {
+					return err
+				}
+				if !ok {
+					return &decision.RecordError{Kind: kind, Index: -1, ID: id, Field: fmt.Sprintf("members[%d].id", i),
+						Rule: fmt.Sprintf("must name a group of tenant %q, no group %q there", tenant, m.ID)}
+				}
+			}
+		}
+		_, err := tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			p.HSet(ctx, key, id, canonical)
+			p.SAdd(ctx, w.k.Tenants(), tenant)
+			w.event(p, ctx, FieldOp, OpPut, FieldKind, kind.String(), FieldTenant, tenant, FieldID, id, FieldRecord, canonical)
+			return nil
+		})
+		return err
+	}, watch...)
+}
+
+// Delete removes one record. A license that assignments still name, or a
+// group that other groups still contain, is not deleted.
+func (w *Writer) Delete(ctx context.Context, kind decision.Kind, tenant, id string) error {
+	key := w.k.Records(tenant, kind)
+	watch := []string{key}
+	if kind == decision.KindLicense {
+		watch = append(watch, w.k.Records(tenant, decision.KindAssignment))
+	}
+	return w.retry(ctx, func(tx *redis.Tx) error {
+		ok, err := tx.HExists(ctx, key, id).Result()
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("%w: no %s %q in tenant %q", ErrNotFound, kind, id, tenant)
+		}
+		var users []string
+		switch kind {
+		case decision.KindLicense:
+			all, err := tx.HGetAll(ctx, w.k.Records(tenant, decision.KindAssignment)).Result()
+			if err != nil {
+				return err
+			}
+			for aid, raw := range all {
+				if a, err := decision.DecodeAssignment([]byte(raw)); err == nil && a.LicenseID == id {
+					users = append(users, "assignment "+aid)
+				}
+			}
+		case decision.KindGroup:
+			all, err := tx.HGetAll(ctx, key).Result()
+			if err != nil {
+				return err
+			}
+			for gid, raw := range all {
+				if g, err := decision.DecodeGroup([]byte(raw)); err == nil && gid != id {
+					for _, m := range g.Members {
+						if m.Type == decision.GroupPrincipal && m.ID == id {
+							users = append(users, "group "+gid)
+						}
+					}
+				}
+			}
+		}
+		if len(users) > 0 {
+			sort.Strings(users)
+			if len(users) > 5 {
+				users = append(users[:5], fmt.Sprintf("and %d more", len(users)-5))
+			}
+			return fmt.Errorf("%s %q of tenant %q is still named by %s: delete or change those first", kind, id, tenant, strings.Join(users, ", "))
+		}
+		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			p.HDel(ctx, key, id)
+			w.event(p, ctx, FieldOp, OpDelete, FieldKind, kind.String(), FieldTenant, tenant, FieldID, id)
+			return nil
+		})
+		return err
+	}, watch...)
+}
+
+// LoadResult says what a Load changed.
+type LoadResult struct {
+	Tenants int // tenants whose records were replaced
+	Records int // records those tenants now hold
+}
+
+// Load writes a document. Without replace it merges: each record replaces
+// the stored record of the same kind, tenant and id, others stay. With
+// replace, Redis afterwards holds exactly the document. The merged state
+// is validated as a whole (DESIGN §2) before anything is written; the
+// touched tenants are then swapped in with one MULTI/EXEC, each with a
+// "tenant" change event, so a load is all-or-nothing.
+func (w *Writer) Load(ctx context.Context, doc *decision.Document, replace bool) (LoadResult, error) {
+	incoming := byTenant(doc)
+	var res LoadResult
+	err := w.retry(ctx, func(tx *redis.Tx) error {
+		current, err := tx.SMembers(ctx, w.k.Tenants()).Result()
+		if err != nil {
+			return err
+		}
+		affected := map[string]bool{}
+		for t := range incoming {
+			affected[t] = true
+		}
+		if replace {
+			for _, t := range current {
+				affected[t] = true
+			}
+		}
+		tenants := make([]string, 0, len(affected))
+		for t := range affected {
+			tenants = append(tenants, t)
+		}
+		sort.Strings(tenants)
+		var live []string
+		for _, t := range tenants {
+			for _, kind := range Kinds {
+				live = append(live, w.k.Records(t, kind))
+			}
+		}
+		if err := tx.Watch(ctx, live...).Err(); err != nil {
+			return err
+		}
+		merged := map[string]*decision.Document{}
+		if replace {
+			for _, t := range tenants {
+				merged[t] = incoming[t]
+				if merged[t] == nil {
+					merged[t] = &decision.Document{}
+				}
+			}
+		} else {
+			stored, bad, err := readTenants(ctx, tx, w.k, tenants, false)
+			if err != nil {
+				return err
+			}
+			if len(bad) > 0 {
+				return fmt.Errorf("Redis holds records that break the state rules; fix them or load with --replace: %w", errors.Join(bad...))
+			}
+			for _, t := range tenants {
+				merged[t] = overlay(stored[t], incoming[t])
+			}
+		}
+		whole := &decision.Document{}
+		for _, t := range tenants {
+			d := merged[t]
+			whole.Licenses = append(whole.Licenses, d.Licenses...)
+			whole.Assignments = append(whole.Assignments, d.Assignments...)
+			whole.Entitlements = append(whole.Entitlements, d.Entitlements...)
+			whole.Groups = append(whole.Groups, d.Groups...)
+		}
+		if err := whole.Validate(); err != nil {
+			return err
+		}
+		return w.swap(ctx, tx, tenants, merged, &res)
+	}, w.k.Tenants())
+	return res, err
+}
+
+// swap stages the tenants' new hashes, then renames them into place with
+// their events in one transaction.
+func (w *Writer) swap(ctx context.Context, tx *redis.Tx, tenants []string, docs map[string]*decision.Document, res *LoadResult) error {
+	var tok [8]byte
+	if _, err := rand.Read(tok[:]); err != nil {
+		return err
+	}
+	token := hex.EncodeToString(tok[:])
+	staged := map[string]bool{}
+	pipe := tx.Pipeline()
+	for _, t := range tenants {
+		for _, kind := range Kinds {
+			recs := records(docs[t], kind)
+			if len(recs) == 0 {
+				continue
+			}
+			sk := w.k.stage(token, t, kind)
+			staged[sk] = true
+			for start := 0; start < len(recs); start += 1000 {
+				args := make([]any, 0, 2*min(1000, len(recs)-start))
+				for _, rec := range recs[start:min(start+1000, len(recs))] {
+					_, id := identity(rec)
+					args = append(args, id, appendJSON(rec))
+				}
+				pipe.HSet(ctx, sk, args...)
+			}
+			pipe.Expire(ctx, sk, time.Hour) // a crash before the swap leaves no litter
+			res.Records += len(recs)
+		}
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("stage records: %w", err)
+	}
+	_, err := tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		for _, t := range tenants {
+			empty := true
+			for _, kind := range Kinds {
+				live, sk := w.k.Records(t, kind), w.k.stage(token, t, kind)
+				if staged[sk] {
+					p.Rename(ctx, sk, live)
+					p.Persist(ctx, live)
+					empty = false
+				} else {
+					p.Del(ctx, live)
+				}
+			}
+			if empty {
+				p.SRem(ctx, w.k.Tenants(), t)
+			} else {
+				p.SAdd(ctx, w.k.Tenants(), t)
+			}
+			w.event(p, ctx, FieldOp, OpTenant, FieldTenant, t)
+		}
+		return nil
+	})
+	if err != nil {
+		// The WATCH failed or Redis went away: drop what was staged.
+		keys := make([]string, 0, len(staged))
+		for sk := range staged {
+			keys = append(keys, sk)
+		}
+		if len(keys) > 0 {
+			w.c.Del(context.WithoutCancel(ctx), keys...)
+		}
+		return err
+	}
+	res.Tenants = len(tenants)
+	return nil
+}
+
+// Export reads the whole state in one transaction, sorted by tenant and id.
+func (w *Writer) Export(ctx context.Context) (*decision.Document, error) {
+	tenants, err := w.c.SMembers(ctx, w.k.Tenants()).Result()
+	if err != nil {
+		return nil, fmt.Errorf("export: %w", err)
+	}
+	sort.Strings(tenants)
+	docs, bad, err := readTenants(ctx, w.c, w.k, tenants, true)
+	if err != nil {
+		return nil, err
+	}
+	if len(bad) > 0 {
+		return nil, fmt.Errorf("export: Redis holds records that break the state rules: %w", errors.Join(bad...))
+	}
+	whole := &decision.Document{}
+	for _, t := range tenants {
+		d := docs[t]
+		whole.Licenses = append(whole.Licenses, d.Licenses...)
+		whole.Assignments = append(whole.Assignments, d.Assignments...)
+		whole.Entitlements = append(whole.Entitlements, d.Entitlements...)
+		whole.Groups = append(whole.Groups, d.Groups...)
+	}
+	return decision.NewSnapshot(whole, 0).Document(), nil
+}
+
+func byTenant(doc *decision.Document) map[string]*decision.Document {
+	out := map[string]*decision.Document{}
+	get := func(t string) *decision.Document {
+		if out[t] == nil {
+			out[t] = &decision.Document{}
+		}
+		return out[t]
+	}
+	for _, r := range doc.Licenses {
+		add(get(r.TenantID), r)
+	}
+	for _, r := range doc.Assignments {
+		add(get(r.TenantID), r)
+	}
+	for _, r := range doc.Entitlements {
+		add(get(r.TenantID), r)
+	}
+	for _, r := range doc.Groups {
+		add(get(r.TenantID), r)
+	}
+	return out
+}
+
+func records(d *decision.Document, kind decision.Kind) []any {
+	var out []any
+	switch kind {
+	case decision.KindLicense:
+		for _, r := range d.Licenses {
+			out = append(out, r)
+		}
+	case decision.KindAssignment:
+		for _, r := range d.Assignments {
+			out = append(out, r)
+		}
+	case decision.KindEntitlement:
+		for _, r := range d.Entitlements {
+			out = append(out, r)
+		}
+	case decision.KindGroup:
+		for _, r := range d.Groups {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// overlay returns base with each record of top replacing the one of the
+// same kind and id.
+func overlay(base, top *decision.Document) *decision.Document {
+	if base == nil {
+		base = &decision.Document{}
+	}
+	if top == nil {
+		return base
+	}
+	out := &decision.Document{}
+	for _, kind := range Kinds {
+		seen := map[string]bool{}
+		for _, r := range records(top, kind) {
+			_, id := identity(r)
+			seen[id] = true
+			add(out, r)
+		}
+		for _, r := range records(base, kind) {
+			if _, id := identity(r); !seen[id] {
+				add(out, r)
+			}
+		}
+	}
+	return out
+}
