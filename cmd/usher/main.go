@@ -21,6 +21,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/usher-authz/usher/decision"
 	"github.com/usher-authz/usher/policy"
@@ -182,6 +183,7 @@ func serve(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	redis.SetLogger(redisLog{log})
 	if f.cacheEntries == 0 {
 		return usagef("cache-entries: must be positive, or -1 to disable the cache")
 	}
@@ -294,6 +296,14 @@ func serve(args []string, stderr io.Writer) error {
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	return nil
+}
+
+// redisLog sends go-redis's own messages (dial retries and the like) to
+// the debug log; the follower reports outages itself.
+type redisLog struct{ l *slog.Logger }
+
+func (r redisLog) Printf(ctx context.Context, format string, args ...any) {
+	r.l.DebugContext(ctx, "redis client", "msg", fmt.Sprintf(format, args...))
 }
 
 func demoSnapshot() (*decision.Snapshot, error) {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
 	"net/http"
@@ -322,4 +323,140 @@ func TestEvalAndVersion(t *testing.T) {
 	if code != 2 {
 		t.Errorf("unknown command exit = %d, want 2", code)
 	}
+}
+
+func testRedisURL(t *testing.T) string {
+	t.Helper()
+	url := os.Getenv("USHER_TEST_REDIS_URL")
+	if url == "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("USHER_TEST_REDIS_URL is not set; run the tests with scripts/test.sh")
+		}
+		t.Skip("SKIPPING: USHER_TEST_REDIS_URL is not set; scripts/test.sh provides a Redis")
+	}
+	return url
+}
+
+func TestServeFollowsRedis(t *testing.T) {
+	url := testRedisURL(t)
+	ns := fmt.Sprintf("cmdtest-%d", time.Now().UnixNano())
+	t.Cleanup(func() {
+		// Leave nothing behind: delete the namespace's records via the CLI's own writer.
+		exec.Command(binary, "load", "--replace", "--redis-url", url, "--namespace", ns, emptyState(t)).Run()
+		exec.Command("redis-cli", "-u", url, "DEL", "{"+ns+"}:changes", "{"+ns+"}:tenants").Run()
+	})
+	state := filepath.Join(t.TempDir(), "state.json")
+	os.WriteFile(state, []byte(stateV1), 0o644)
+	env := []string{"USHER_REDIS_URL=" + url, "USHER_NAMESPACE=" + ns}
+	run := func(args ...string) (string, string, int) {
+		t.Helper()
+		cmd := exec.Command(binary, args...)
+		cmd.Env = append(os.Environ(), env...)
+		var out, errb bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		err := cmd.Run()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		}
+		return out.String(), errb.String(), code
+	}
+	if out, stderr, code := run("load", state); code != 0 || !strings.Contains(out, "1 tenants now hold 2 records") {
+		t.Fatalf("usher load = %q %q exit %d", out, stderr, code)
+	}
+	file := filepath.Join(t.TempDir(), "snapshot.json")
+	p := startServe(t, env, "--snapshot-file", file)
+	if got := p.evaluate(t, u1Editor); got["reason"] != "seat_assigned" {
+		t.Fatalf("evaluate = %v, want seat_assigned", got)
+	}
+	if _, stderr, code := run("put", "license", `{"id": "lic_1", "tenant_id": "t1", "name": "editor", "status": "revoked"}`); code != 0 {
+		t.Fatalf("usher put: %s", stderr)
+	}
+	eventually(t, "the put to apply", func() bool { return p.evaluate(t, u1Editor)["reason"] == "license_revoked" })
+	if _, stderr, code := run("put", "assignment", `{"id": "a2", "tenant_id": "t1", "license_id": "nope", "assignee_id": "u2"}`); code != 1 ||
+		!strings.Contains(stderr, `put: nothing written: assignment (id "a2"): license_id: must name a license of tenant "t1", no license "nope" there`) {
+		t.Errorf("usher put of a dangling assignment: exit %d stderr %q", code, stderr)
+	}
+	if _, stderr, code := run("delete", "assignment", "t1", "a1"); code != 0 {
+		t.Fatalf("usher delete: %s", stderr)
+	}
+	eventually(t, "the delete to apply", func() bool {
+		return p.evaluate(t, `{"tenant_id": "t1", "subject": {"id": "u1"}, "seat": {"license": "lic_1"}}`)["reason"] == "license_revoked" &&
+			p.status(t)["state"].(map[string]any)["records"].(map[string]any)["assignments"] == 0.0
+	})
+	st := p.status(t)
+	sync := st["sync"].(map[string]any)
+	if st["state"].(map[string]any)["source"] != "redis" || sync["state"] != "following" || sync["position"] == nil {
+		t.Errorf("status = %v, want source redis, following, with a position", st)
+	}
+	out, stderr, code := run("export")
+	if code != 0 || !strings.Contains(out, `"status":"revoked"`) || strings.Contains(out, `"a1"`) {
+		t.Errorf("usher export = %q (%s)", out, stderr)
+	}
+	if _, stderr, code := run("put", "widget", `{}`); code != 2 || !strings.Contains(stderr, `unknown kind "widget"`) {
+		t.Errorf("usher put widget: exit %d stderr %q, want 2", code, stderr)
+	}
+
+	// The sidecar stops; later one starts while Redis is unreachable: it
+	// serves the snapshot file, and --max-staleness refuses what is too old.
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	p.cmd.Wait()
+	deadURL := "redis://" + freeAddr(t) + "/0"
+	q := startServe(t, []string{"USHER_NAMESPACE=" + ns}, "--redis-url", deadURL, "--snapshot-file", file)
+	if got := q.evaluate(t, u1Editor); got["reason"] != "license_revoked" {
+		t.Errorf("evaluate from the snapshot file = %v, want license_revoked", got)
+	}
+	eventually(t, "the outage to show in the status", func() bool {
+		s := q.status(t)["sync"].(map[string]any)
+		return s["state"] == "disconnected" && s["last_error"] != nil
+	})
+	time.Sleep(1100 * time.Millisecond)
+	r := startServeNotReady(t, []string{"USHER_NAMESPACE=" + ns}, "--redis-url", deadURL, "--snapshot-file", file, "--max-staleness", "1s")
+	resp, err := http.Post(r.base+"/v1/evaluate", "application/json", strings.NewReader(u1Editor))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 503 || !strings.Contains(string(body), `"code":"state_stale"`) {
+		t.Errorf("evaluate on a stale state = %d %s, want 503 state_stale", resp.StatusCode, body)
+	}
+}
+
+func emptyState(t *testing.T) string {
+	p := filepath.Join(t.TempDir(), "empty.json")
+	os.WriteFile(p, []byte(`{}`), 0o644)
+	return p
+}
+
+// startServeNotReady runs `usher serve` and waits only until it listens.
+func startServeNotReady(t *testing.T, env []string, args ...string) *proc {
+	t.Helper()
+	addr := freeAddr(t)
+	cmd := exec.Command(binary, append([]string{"serve", "--http-addr", addr}, args...)...)
+	cmd.Env = append(os.Environ(), env...)
+	p := &proc{cmd: cmd, base: "http://" + addr, stderr: &syncBuffer{}}
+	cmd.Stderr = p.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	eventually(t, "usher serve to listen", func() bool {
+		resp, err := http.Get(p.base + "/health/live")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil
+	})
+	resp, err := http.Get(p.base + "/health/ready")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 503 {
+		t.Errorf("ready with a stale state = %d, want 503", resp.StatusCode)
+	}
+	return p
 }
