@@ -1,0 +1,219 @@
+// Command propagate measures how fast a change written to Redis reaches
+// Usher's decisions, and what a full load costs: it writes a generated
+// state into a fresh namespace, starts `usher serve --redis-url` on it,
+// times the load and reads the sidecar's RSS, then makes --changes writes
+// that each flip one decision and times each from the write to the first
+// changed answer over HTTP. Only loopback addresses are used; the
+// namespace is deleted afterwards.
+//
+//	go run ./bench/propagate -tenants 1000 -changes 300
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/usher-authz/usher/bench/gen"
+	"github.com/usher-authz/usher/decision"
+	statesync "github.com/usher-authz/usher/sync"
+)
+
+func main() {
+	redisURL := flag.String("redis-url", envOr("USHER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"), "Redis to use (loopback)")
+	tenants := flag.Int("tenants", 1000, "generated tenants (1000 = about 1,000,000 records)")
+	changes := flag.Int("changes", 300, "changes to time")
+	flag.Parse()
+	if err := run(*redisURL, *tenants, *changes); err != nil {
+		fmt.Fprintln(os.Stderr, "propagate:", err)
+		os.Exit(1)
+	}
+}
+
+func envOr(k, d string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return d
+}
+
+func run(redisURL string, tenants, changes int) error {
+	ctx := context.Background()
+	ns := fmt.Sprintf("propagate-%d", time.Now().UnixNano())
+	client, err := statesync.NewClient(redisURL, "usher-bench")
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	defer func() {
+		var cursor uint64
+		for {
+			keys, next, err := client.Scan(ctx, cursor, "{"+ns+"}*", 1000).Result()
+			if err != nil {
+				return
+			}
+			if len(keys) > 0 {
+				client.Del(ctx, keys...)
+			}
+			if cursor = next; cursor == 0 {
+				return
+			}
+		}
+	}()
+	w, err := statesync.NewWriter(statesync.WriterConfig{Client: client, Namespace: ns})
+	if err != nil {
+		return err
+	}
+	cfg := gen.Default()
+	cfg.Tenants = tenants
+	doc := gen.Generate(cfg)
+	t0 := time.Now()
+	if _, err := w.Load(ctx, doc, true); err != nil {
+		return err
+	}
+	fmt.Printf("wrote %d records in %d tenants to Redis in %v\n", doc.Len(), tenants, time.Since(t0).Round(time.Millisecond))
+
+	dir, err := os.MkdirTemp("", "propagate")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	bin := filepath.Join(dir, "usher")
+	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/usher").CombinedOutput(); err != nil {
+		return fmt.Errorf("build usher: %v\n%s", err, out)
+	}
+	addr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(bin, "serve", "--redis-url", redisURL, "--namespace", ns, "--http-addr", addr, "--log-level", "warn")
+	cmd.Stderr = os.Stderr
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	defer func() { cmd.Process.Signal(os.Interrupt); cmd.Wait() }()
+	base := "http://" + addr
+	for {
+		if resp, err := http.Get(base + "/health/ready"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+		}
+		if time.Since(start) > 5*time.Minute {
+			return fmt.Errorf("usher did not become ready")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	loadTook := time.Since(start)
+	rss := rssMiB(cmd.Process.Pid)
+	fmt.Printf("usher serve: ready (full load from Redis) %v after start; RSS %.0f MiB\n", loadTook.Round(time.Millisecond), rss)
+
+	// Each change flips one person's direct assignment between active and
+	// suspended, so the seat decision flips between seat_assigned and a denial.
+	httpc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
+	var lat []time.Duration
+	for i := range changes {
+		t := i % tenants
+		tid, person := gen.TenantID(t), "bench-user"
+		if i < tenants {
+			// First touch of this tenant: the license the bench assigns.
+			lic := fmt.Sprintf(`{"id": "bench-lic", "tenant_id": %q, "name": "bench-seat"}`, tid)
+			if err := w.Put(ctx, decision.KindLicense, []byte(lic)); err != nil {
+				return err
+			}
+		}
+		body := fmt.Sprintf(`{"tenant_id": %q, "subject": {"id": %q}, "seat": {"license": "bench-seat"}}`, tid, person)
+		before, err := reason(httpc, base, body)
+		for err == nil && before == "license_not_found" { // the license write is still on its way
+			before, err = reason(httpc, base, body)
+		}
+		if err != nil {
+			return err
+		}
+		status := "active"
+		if before == "seat_assigned" {
+			status = "suspended"
+		}
+		rec := fmt.Sprintf(`{"id": "bench-asg", "tenant_id": %q, "license_id": "bench-lic", "assignee_id": %q, "status": %q}`, tid, person, status)
+		t0 := time.Now()
+		if err := w.Put(ctx, decision.KindAssignment, []byte(rec)); err != nil {
+			return err
+		}
+		for {
+			r, err := reason(httpc, base, body)
+			if err != nil {
+				return err
+			}
+			if r != before {
+				lat = append(lat, time.Since(t0))
+				break
+			}
+			if time.Since(t0) > 10*time.Second {
+				return fmt.Errorf("change %d never showed (reason stays %s)", i, r)
+			}
+		}
+	}
+	slices.Sort(lat)
+	q := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
+	fmt.Printf("propagation, write to first changed decision, over %d changes: p50 %v  p90 %v  p99 %v  max %v\n",
+		len(lat), q(0.50).Round(time.Microsecond), q(0.90).Round(time.Microsecond), q(0.99).Round(time.Microsecond), lat[len(lat)-1].Round(time.Microsecond))
+	fmt.Printf("usher serve RSS after the changes: %.0f MiB\n", rssMiB(cmd.Process.Pid))
+	return nil
+}
+
+func reason(c *http.Client, base, body string) (string, error) {
+	resp, err := c.Post(base+"/v1/evaluate", "application/json", strings.NewReader(body))
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", err
+	}
+	_, rest, ok := bytes.Cut(b, []byte(`"reason":"`))
+	if !ok {
+		return "", fmt.Errorf("evaluate answered %d %s", resp.StatusCode, b)
+	}
+	r, _, _ := bytes.Cut(rest, []byte(`"`))
+	return string(r), nil
+}
+
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+func rssMiB(pid int) float64 {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			var kb float64
+			fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), &kb)
+			return kb / 1024
+		}
+	}
+	return 0
+}
