@@ -1,0 +1,322 @@
+// Package auth verifies bearer JWTs against a JWKS (a file or a URL, kept
+// fresh) and turns their claims into the identity a check runs as: the
+// subject, the tenant and the app scope.
+package auth
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+)
+
+// ErrUnauthenticated marks a missing, malformed or invalid token.
+var ErrUnauthenticated = errors.New("unauthenticated")
+
+// Identity is who a verified token speaks for.
+type Identity struct {
+	Subject string
+	Tenant  string
+	App     string // "" when the token carries no app scope
+}
+
+// Config configures a Verifier.
+type Config struct {
+	// JWKS is a file path or an http(s) URL of a JSON Web Key Set. Required.
+	JWKS string
+	// Issuer and Audience, when set, must match the token's iss and aud.
+	Issuer, Audience string
+	// SubjectClaim, TenantClaim and AppClaim name the claims; defaults
+	// sub, tenant_id and app_id.
+	SubjectClaim, TenantClaim, AppClaim string
+	// Leeway is the clock skew allowed on exp, nbf and iat; default 30s.
+	Leeway time.Duration
+	// Refresh is how often the JWKS is reread; default 5m. An unknown key
+	// id also triggers a reread, at most once a second.
+	Refresh time.Duration
+	// HTTPClient fetches a JWKS URL; default a client with a 5s timeout.
+	HTTPClient *http.Client
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Logger reports key set refreshes; nil discards.
+	Logger *slog.Logger
+}
+
+// Validate reports every problem of the configuration.
+func (c Config) Validate() error {
+	var errs []error
+	if c.JWKS == "" {
+		errs = append(errs, errors.New("jwks: a file or URL is required"))
+	}
+	if c.Leeway < 0 {
+		errs = append(errs, errors.New("jwt-leeway: must not be negative"))
+	}
+	if c.Refresh < 0 {
+		errs = append(errs, errors.New("jwks-refresh: must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+// Algorithms are the signature algorithms accepted; "none" and the HMAC
+// family (which a public key set cannot verify) are not among them.
+var Algorithms = []jose.SignatureAlgorithm{
+	jose.RS256, jose.RS384, jose.RS512, jose.PS256, jose.PS384, jose.PS512,
+	jose.ES256, jose.ES384, jose.ES512, jose.EdDSA,
+}
+
+// Verifier checks bearer tokens. It is safe for concurrent use.
+type Verifier struct {
+	cfg       Config
+	keys      atomic.Pointer[jose.JSONWebKeySet]
+	mu        sync.Mutex // serializes rereads
+	lastFetch time.Time
+	fileStamp string
+}
+
+// NewVerifier validates cfg and loads the key set once; a key set that
+// cannot be loaded at start is an error.
+func NewVerifier(ctx context.Context, cfg Config) (*Verifier, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	def := func(s *string, v string) {
+		if *s == "" {
+			*s = v
+		}
+	}
+	def(&cfg.SubjectClaim, "sub")
+	def(&cfg.TenantClaim, "tenant_id")
+	def(&cfg.AppClaim, "app_id")
+	if cfg.Leeway == 0 {
+		cfg.Leeway = 30 * time.Second
+	}
+	if cfg.Refresh == 0 {
+		cfg.Refresh = 5 * time.Minute
+	}
+	if cfg.HTTPClient == nil {
+		cfg.HTTPClient = &http.Client{Timeout: 5 * time.Second}
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	v := &Verifier{cfg: cfg}
+	if err := v.reload(ctx, true); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+func (v *Verifier) isURL() bool {
+	return strings.HasPrefix(v.cfg.JWKS, "http://") || strings.HasPrefix(v.cfg.JWKS, "https://")
+}
+
+// reload rereads the key set; unless force, at most once a second.
+func (v *Verifier) reload(ctx context.Context, force bool) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if !force && time.Since(v.lastFetch) < time.Second {
+		return nil
+	}
+	v.lastFetch = time.Now()
+	var raw []byte
+	var err error
+	if v.isURL() {
+		raw, err = v.fetch(ctx)
+	} else {
+		var st os.FileInfo
+		if st, err = os.Stat(v.cfg.JWKS); err == nil {
+			stamp := fmt.Sprint(st.Size(), st.ModTime().UnixNano())
+			if stamp == v.fileStamp && v.keys.Load() != nil {
+				return nil
+			}
+			v.fileStamp = stamp
+			raw, err = os.ReadFile(v.cfg.JWKS)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("jwks %s: %w", v.cfg.JWKS, err)
+	}
+	var set jose.JSONWebKeySet
+	if err := json.Unmarshal(raw, &set); err != nil {
+		return fmt.Errorf("jwks %s: not a JSON Web Key Set: %w", v.cfg.JWKS, err)
+	}
+	pub := jose.JSONWebKeySet{}
+	for _, k := range set.Keys {
+		if !k.Valid() {
+			continue
+		}
+		if !k.IsPublic() {
+			k = k.Public() // never verify with, or keep, private material
+		}
+		if k.Valid() {
+			pub.Keys = append(pub.Keys, k)
+		}
+	}
+	if len(pub.Keys) == 0 {
+		return fmt.Errorf("jwks %s: no usable public keys", v.cfg.JWKS)
+	}
+	v.keys.Store(&pub)
+	v.cfg.Logger.Debug("jwks loaded", "source", v.cfg.JWKS, "keys", len(pub.Keys))
+	return nil
+}
+
+func (v *Verifier) fetch(ctx context.Context) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, v.cfg.JWKS, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := v.cfg.HTTPClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET answered %s", resp.Status)
+	}
+	return io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+}
+
+// Run rereads the key set every Refresh until ctx ends; a failed reread
+// keeps the last good set.
+func (v *Verifier) Run(ctx context.Context) {
+	t := time.NewTicker(v.cfg.Refresh)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := v.reload(ctx, true); err != nil {
+				v.cfg.Logger.Warn("jwks refresh failed; keeping the last key set", "error", err)
+			}
+		}
+	}
+}
+
+// BearerToken extracts the token of an "Authorization: Bearer …" value.
+func BearerToken(header string) (string, error) {
+	scheme, tok, ok := strings.Cut(strings.TrimSpace(header), " ")
+	if header == "" {
+		return "", fmt.Errorf("%w: no bearer token (Authorization header missing)", ErrUnauthenticated)
+	}
+	if !ok || !strings.EqualFold(scheme, "bearer") || strings.TrimSpace(tok) == "" {
+		return "", fmt.Errorf("%w: Authorization must be \"Bearer <token>\"", ErrUnauthenticated)
+	}
+	return strings.TrimSpace(tok), nil
+}
+
+func fail(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrUnauthenticated}, args...)...)
+}
+
+// Verify checks a compact JWS token's signature against the key set, its
+// exp, nbf, iss and aud, and returns the identity from its claims.
+func (v *Verifier) Verify(ctx context.Context, token string) (Identity, error) {
+	tok, err := jwt.ParseSigned(token, Algorithms)
+	if err != nil {
+		return Identity{}, fail("malformed token or unsupported algorithm: %v", err)
+	}
+	if len(tok.Headers) != 1 {
+		return Identity{}, fail("token must have exactly one signature")
+	}
+	h := tok.Headers[0]
+	keys := v.candidates(h.KeyID, h.Algorithm)
+	if len(keys) == 0 && h.KeyID != "" {
+		if err := v.reload(ctx, false); err == nil {
+			keys = v.candidates(h.KeyID, h.Algorithm)
+		}
+	}
+	if len(keys) == 0 {
+		return Identity{}, fail("no key in the key set matches kid %q", h.KeyID)
+	}
+	var std jwt.Claims
+	var all map[string]any
+	var verr error
+	for _, k := range keys {
+		if verr = tok.Claims(k.Key, &std, &all); verr == nil {
+			break
+		}
+	}
+	if verr != nil {
+		return Identity{}, fail("bad signature")
+	}
+	exp := jwt.Expected{Issuer: v.cfg.Issuer, Time: v.cfg.Now()}
+	if v.cfg.Audience != "" {
+		exp.AnyAudience = jwt.Audience{v.cfg.Audience}
+	}
+	if err := std.ValidateWithLeeway(exp, v.cfg.Leeway); err != nil {
+		switch {
+		case errors.Is(err, jwt.ErrExpired):
+			return Identity{}, fail("token expired")
+		case errors.Is(err, jwt.ErrNotValidYet):
+			return Identity{}, fail("token not valid yet (nbf)")
+		case errors.Is(err, jwt.ErrIssuedInTheFuture):
+			return Identity{}, fail("token issued in the future (iat)")
+		case errors.Is(err, jwt.ErrInvalidIssuer):
+			return Identity{}, fail("wrong issuer %q", std.Issuer)
+		case errors.Is(err, jwt.ErrInvalidAudience):
+			return Identity{}, fail("wrong audience %v", []string(std.Audience))
+		}
+		return Identity{}, fail("%v", err)
+	}
+	if std.Expiry == nil {
+		return Identity{}, fail("token has no exp")
+	}
+	str := func(name string) (string, error) {
+		switch x := all[name].(type) {
+		case nil:
+			return "", nil
+		case string:
+			return x, nil
+		}
+		return "", fail("claim %q must be a string", name)
+	}
+	var id Identity
+	var errs []error
+	for _, c := range []struct {
+		name string
+		dst  *string
+	}{{v.cfg.SubjectClaim, &id.Subject}, {v.cfg.TenantClaim, &id.Tenant}, {v.cfg.AppClaim, &id.App}} {
+		s, err := str(c.name)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		*c.dst = s
+	}
+	if len(errs) > 0 {
+		return Identity{}, errs[0]
+	}
+	if id.Subject == "" {
+		return Identity{}, fail("token lacks the subject claim %q", v.cfg.SubjectClaim)
+	}
+	if id.Tenant == "" {
+		return Identity{}, fail("token lacks the tenant claim %q", v.cfg.TenantClaim)
+	}
+	return id, nil
+}
+
+// candidates returns the keys a token header may be verified with.
+func (v *Verifier) candidates(kid, alg string) []jose.JSONWebKey {
+	set := v.keys.Load()
+	var out []jose.JSONWebKey
+	for _, k := range set.Keys {
+		if (kid == "" || k.KeyID == kid) && (k.Algorithm == "" || k.Algorithm == alg) {
+			out = append(out, k)
+		}
+	}
+	return out
+}
