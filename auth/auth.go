@@ -82,7 +82,20 @@ type Verifier struct {
 	mu        sync.Mutex // serializes rereads
 	lastFetch time.Time
 	fileStamp string
+
+	// verified remembers tokens that passed, so a token reused across
+	// requests costs a map lookup, not a signature check.
+	cacheMu  sync.RWMutex
+	verified map[string]cachedIdentity
 }
+
+type cachedIdentity struct {
+	id    Identity
+	until time.Time // the earlier of the token's exp and a minute after the check
+}
+
+// maxCached bounds the verified-token cache; past it the cache restarts.
+const maxCached = 10_000
 
 // NewVerifier validates cfg and loads the key set once; a key set that
 // cannot be loaded at start is an error.
@@ -113,7 +126,7 @@ func NewVerifier(ctx context.Context, cfg Config) (*Verifier, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	v := &Verifier{cfg: cfg}
+	v := &Verifier{cfg: cfg, verified: map[string]cachedIdentity{}}
 	if err := v.reload(ctx, true); err != nil {
 		return nil, err
 	}
@@ -224,14 +237,49 @@ func fail(format string, args ...any) error {
 }
 
 // Verify checks a compact JWS token's signature against the key set, its
-// exp, nbf, iss and aud, and returns the identity from its claims.
+// exp, nbf, iss and aud, and returns the identity from its claims. A token
+// that passed is remembered until its exp, at most a minute (so a key
+// removed from the set stops verifying within a minute).
 func (v *Verifier) Verify(ctx context.Context, token string) (Identity, error) {
+	now := v.cfg.Now()
+	v.cacheMu.RLock()
+	c, ok := v.verified[token]
+	v.cacheMu.RUnlock()
+	if ok && now.Before(c.until) {
+		return c.id, nil
+	}
+	id, until, err := v.verify(ctx, token, now)
+	if err != nil {
+		return Identity{}, err
+	}
+	v.cacheMu.Lock()
+	if len(v.verified) >= maxCached {
+		clear(v.verified)
+	}
+	v.verified[token] = cachedIdentity{id, until}
+	v.cacheMu.Unlock()
+	return id, nil
+}
+
+func (v *Verifier) verify(ctx context.Context, token string, now time.Time) (Identity, time.Time, error) {
+	id, exp, err := v.verifyClaims(ctx, token, now)
+	if err != nil {
+		return Identity{}, time.Time{}, err
+	}
+	until := now.Add(time.Minute)
+	if exp.Add(v.cfg.Leeway).Before(until) {
+		until = exp.Add(v.cfg.Leeway)
+	}
+	return id, until, nil
+}
+
+func (v *Verifier) verifyClaims(ctx context.Context, token string, now time.Time) (Identity, time.Time, error) {
 	tok, err := jwt.ParseSigned(token, Algorithms)
 	if err != nil {
-		return Identity{}, fail("malformed token or unsupported algorithm: %v", err)
+		return Identity{}, time.Time{}, fail("malformed token or unsupported algorithm: %v", err)
 	}
 	if len(tok.Headers) != 1 {
-		return Identity{}, fail("token must have exactly one signature")
+		return Identity{}, time.Time{}, fail("token must have exactly one signature")
 	}
 	h := tok.Headers[0]
 	keys := v.candidates(h.KeyID, h.Algorithm)
@@ -241,7 +289,7 @@ func (v *Verifier) Verify(ctx context.Context, token string) (Identity, error) {
 		}
 	}
 	if len(keys) == 0 {
-		return Identity{}, fail("no key in the key set matches kid %q", h.KeyID)
+		return Identity{}, time.Time{}, fail("no key in the key set matches kid %q", h.KeyID)
 	}
 	var std jwt.Claims
 	var all map[string]any
@@ -252,29 +300,29 @@ func (v *Verifier) Verify(ctx context.Context, token string) (Identity, error) {
 		}
 	}
 	if verr != nil {
-		return Identity{}, fail("bad signature")
+		return Identity{}, time.Time{}, fail("bad signature")
 	}
-	exp := jwt.Expected{Issuer: v.cfg.Issuer, Time: v.cfg.Now()}
+	exp := jwt.Expected{Issuer: v.cfg.Issuer, Time: now}
 	if v.cfg.Audience != "" {
 		exp.AnyAudience = jwt.Audience{v.cfg.Audience}
 	}
 	if err := std.ValidateWithLeeway(exp, v.cfg.Leeway); err != nil {
 		switch {
 		case errors.Is(err, jwt.ErrExpired):
-			return Identity{}, fail("token expired")
+			return Identity{}, time.Time{}, fail("token expired")
 		case errors.Is(err, jwt.ErrNotValidYet):
-			return Identity{}, fail("token not valid yet (nbf)")
+			return Identity{}, time.Time{}, fail("token not valid yet (nbf)")
 		case errors.Is(err, jwt.ErrIssuedInTheFuture):
-			return Identity{}, fail("token issued in the future (iat)")
+			return Identity{}, time.Time{}, fail("token issued in the future (iat)")
 		case errors.Is(err, jwt.ErrInvalidIssuer):
-			return Identity{}, fail("wrong issuer %q", std.Issuer)
+			return Identity{}, time.Time{}, fail("wrong issuer %q", std.Issuer)
 		case errors.Is(err, jwt.ErrInvalidAudience):
-			return Identity{}, fail("wrong audience %v", []string(std.Audience))
+			return Identity{}, time.Time{}, fail("wrong audience %v", []string(std.Audience))
 		}
-		return Identity{}, fail("%v", err)
+		return Identity{}, time.Time{}, fail("%v", err)
 	}
 	if std.Expiry == nil {
-		return Identity{}, fail("token has no exp")
+		return Identity{}, time.Time{}, fail("token has no exp")
 	}
 	str := func(name string) (string, error) {
 		switch x := all[name].(type) {
@@ -298,15 +346,15 @@ func (v *Verifier) Verify(ctx context.Context, token string) (Identity, error) {
 		*c.dst = s
 	}
 	if len(errs) > 0 {
-		return Identity{}, errs[0]
+		return Identity{}, time.Time{}, errs[0]
 	}
 	if id.Subject == "" {
-		return Identity{}, fail("token lacks the subject claim %q", v.cfg.SubjectClaim)
+		return Identity{}, time.Time{}, fail("token lacks the subject claim %q", v.cfg.SubjectClaim)
 	}
 	if id.Tenant == "" {
-		return Identity{}, fail("token lacks the tenant claim %q", v.cfg.TenantClaim)
+		return Identity{}, time.Time{}, fail("token lacks the tenant claim %q", v.cfg.TenantClaim)
 	}
-	return id, nil
+	return id, std.Expiry.Time(), nil
 }
 
 // candidates returns the keys a token header may be verified with.

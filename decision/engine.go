@@ -19,15 +19,15 @@ type Check uint8
 const (
 	CheckSeat Check = iota
 	CheckEntitlement
+	// CheckRoute labels ext_authz requests that matched no route; it is
+	// never a Request's check.
+	CheckRoute
 	numChecks
 )
 
-func (c Check) String() string {
-	if c == CheckEntitlement {
-		return "entitlement"
-	}
-	return "seat"
-}
+var checkNames = [numChecks]string{"seat", "entitlement", "route"}
+
+func (c Check) String() string { return checkNames[c] }
 
 // API names the front a decision was asked through; it labels metrics.
 type API uint8
@@ -262,6 +262,7 @@ func (e *Engine) Decide(api API, req *Request) (Decision, error) {
 	case CheckEntitlement:
 		o, g, win = decideEntitlement(t, pol, req, at)
 	default:
+		// CheckRoute and anything else is not a question about the state.
 		return Decision{}, fmt.Errorf("unknown check %d", req.Check)
 	}
 	if !o.Allowed {
@@ -273,6 +274,20 @@ func (e *Engine) Decide(api API, req *Request) (Decision, error) {
 	}
 	e.observe(api, req.Check, d, start)
 	return d, nil
+}
+
+// NoRoute records an ext_authz request that matched no route and returns
+// its decision.
+func (e *Engine) NoRoute(api API) Decision {
+	start := e.now()
+	d := Decision{ID: e.nextID(), Reason: NoRoute}
+	if s := e.snap.Load(); s != nil {
+		d.Revision = s.Revision
+	}
+	if e.metrics != nil {
+		e.metrics.observeDecision(api, CheckRoute, d, e.now().Sub(start))
+	}
+	return d
 }
 
 func (e *Engine) observe(api API, check Check, d Decision, start time.Time) {

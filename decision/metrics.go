@@ -73,6 +73,10 @@ func (m *Metrics) observe(api API, check Check, d Decision, took time.Duration) 
 	} else {
 		m.misses.Inc()
 	}
+	m.observeDecision(api, check, d, took)
+}
+
+func (m *Metrics) observeDecision(api API, check Check, d Decision, took time.Duration) {
 	o := m.durations[api][check].Load()
 	if o == nil {
 		m.mu.Lock()

@@ -38,6 +38,8 @@ type Compiled struct {
 	ent      [decision.NumEntFacts]decision.Outcome
 	implying map[string][]string
 	compiler *ast.Compiler
+	route    oparego.PreparedEvalQuery
+	hasRoute bool
 }
 
 var _ decision.Policy = (*Compiled)(nil)
@@ -110,7 +112,7 @@ func Compile(ctx context.Context, fsys fs.FS, rev uint64) (*Compiled, error) {
 	}
 	sort.Strings(c.files)
 	c.digest = digestOf(srcs)
-	compiler := ast.NewCompiler()
+	compiler := ast.NewCompiler().WithBuiltins(Builtins)
 	if compiler.Compile(modules); compiler.Failed() {
 		return nil, fmt.Errorf("%w: %v", ErrCompile, compiler.Errors)
 	}
@@ -151,11 +153,20 @@ func Compile(ctx context.Context, fsys fs.FS, rev uint64) (*Compiled, error) {
 	if c.implying, err = implications(ctx, compiler); err != nil {
 		return nil, err
 	}
+	if len(compiler.GetRules(ast.MustParseRef(RouteQuery))) > 0 {
+		if c.route, err = prepare(ctx, compiler, RouteQuery, RouteFunctions()...); err != nil {
+			return nil, err
+		}
+		c.hasRoute = true
+	}
 	return c, nil
 }
 
-func prepare(ctx context.Context, compiler *ast.Compiler, query string) (oparego.PreparedEvalQuery, error) {
-	pq, err := oparego.New(oparego.Query(query), oparego.Compiler(compiler)).PrepareForEval(ctx)
+// HasRoute reports whether the policy defines the ext_authz route decision.
+func (c *Compiled) HasRoute() bool { return c.hasRoute }
+
+func prepare(ctx context.Context, compiler *ast.Compiler, query string, opts ...func(*oparego.Rego)) (oparego.PreparedEvalQuery, error) {
+	pq, err := oparego.New(append(opts, oparego.Query(query), oparego.Compiler(compiler))...).PrepareForEval(ctx)
 	if err != nil {
 		return pq, fmt.Errorf("%w: prepare %s: %v", ErrCompile, query, err)
 	}

@@ -8,6 +8,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/tester"
 
+	"github.com/usher-authz/usher/policy"
 	"github.com/usher-authz/usher/rego"
 )
 
@@ -33,7 +34,12 @@ func TestRego(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ch, err := tester.NewRunner().SetModules(modules).RaiseBuiltinErrors(true).Run(context.Background(), modules)
+	fns := policy.RouteFunctions()
+	custom := []*tester.Builtin{
+		{Decl: policy.Builtins["usher.seat"], Func: fns[0]},
+		{Decl: policy.Builtins["usher.entitled"], Func: fns[1]},
+	}
+	ch, err := tester.NewRunner().SetModules(modules).AddCustomBuiltins(custom).RaiseBuiltinErrors(true).Run(context.Background(), modules)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +50,7 @@ func TestRego(t *testing.T) {
 			t.Errorf("%s.%s: fail=%v error=%v", r.Package, r.Name, r.Fail, r.Error)
 		}
 	}
-	if n < 10 {
-		t.Errorf("ran %d Rego tests, want at least 10", n)
+	if n < 13 {
+		t.Errorf("ran %d Rego tests, want at least 13", n)
 	}
 }

@@ -105,11 +105,15 @@ func parseEvaluateFast(body []byte, f *fastBody) bool {
 }
 
 // parseEvaluateInto parses and validates an evaluate body; on success the
-// request's strings may alias body.
-func parseEvaluateInto(body []byte, prefix string, r *decision.Request) error {
+// request's strings may alias body. tenant, when set, is the verified
+// caller's tenant: it stands in for a missing tenant_id.
+func parseEvaluateInto(body []byte, prefix, tenant string, r *decision.Request) error {
 	var f fastBody
 	if !parseEvaluateFast(body, &f) {
-		return parseEvaluateSlow(body, prefix, r)
+		return parseEvaluateSlow(body, prefix, tenant, r)
+	}
+	if f.tenantID == "" {
+		f.tenantID = tenant
 	}
 	return f.request(prefix, r)
 }

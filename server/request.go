@@ -50,16 +50,19 @@ type evalBody struct {
 // returned request does not refer to body.
 func ParseEvaluate(body []byte) (decision.Request, error) {
 	var r decision.Request
-	err := parseEvaluateSlow(body, "", &r)
+	err := parseEvaluateSlow(body, "", "", &r)
 	return r, err
 }
 
-func parseEvaluateSlow(body []byte, prefix string, r *decision.Request) error {
+func parseEvaluateSlow(body []byte, prefix, tenant string, r *decision.Request) error {
 	var b evalBody
 	if err := unmarshal(body, &b, prefix); err != nil {
 		return err
 	}
 	f := fastBody{tenantID: b.TenantID, appID: b.AppID, at: b.At}
+	if f.tenantID == "" {
+		f.tenantID = tenant
+	}
 	if b.Subject != nil {
 		f.hasSubject, f.subject = true, *b.Subject
 	}

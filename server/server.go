@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha1"
 	"errors"
@@ -17,6 +18,8 @@ import (
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttpadaptor"
 
+	"github.com/usher-authz/usher/auth"
+	"github.com/usher-authz/usher/authz"
 	"github.com/usher-authz/usher/decision"
 	"github.com/usher-authz/usher/internal/jsonw"
 )
@@ -53,6 +56,14 @@ type Config struct {
 	Info func() Info
 	// Logger reports server errors; nil discards.
 	Logger *slog.Logger
+	// Authorizer answers Envoy's HTTP ext_authz checks under /ext_authz/;
+	// nil answers 404 there.
+	Authorizer *authz.Authorizer
+	// Verifier checks bearer tokens for EvaluateAuth.
+	Verifier *auth.Verifier
+	// EvaluateAuth makes /v1/evaluate, batch and the compat endpoint
+	// require a verified bearer token, whose tenant and app scope they use.
+	EvaluateAuth bool
 	// MaxStaleness, when positive, is how old the state may get (since it
 	// was last known current) before checks answer 503 state_stale and
 	// readiness fails. Zero keeps serving the last state however old.
@@ -64,6 +75,9 @@ func (c Config) Validate() error {
 	var errs []error
 	if c.Engine == nil {
 		errs = append(errs, errors.New("server: Engine is required"))
+	}
+	if c.EvaluateAuth && c.Verifier == nil {
+		errs = append(errs, errors.New("evaluate-auth: needs a key set to verify tokens (--jwks)"))
 	}
 	if c.MaxStaleness < 0 {
 		errs = append(errs, errors.New("max-staleness: must not be negative"))
@@ -188,7 +202,77 @@ func (s *Server) Handle(ctx *fasthttp.RequestCtx) {
 			writeError(ctx, fasthttp.StatusNotFound, "not_found", "no metrics registry configured")
 		}
 	default:
+		if s.cfg.Authorizer != nil && (string(path) == "/ext_authz" || bytes.HasPrefix(path, []byte("/ext_authz/"))) {
+			s.extAuthz(ctx)
+			return
+		}
 		writeError(ctx, fasthttp.StatusNotFound, "not_found", "no such path: "+string(path))
+	}
+}
+
+// identify verifies the caller's token when EvaluateAuth is on; it writes
+// 401 and reports false when the token does not verify.
+func (s *Server) identify(ctx *fasthttp.RequestCtx) (auth.Identity, bool) {
+	if !s.cfg.EvaluateAuth {
+		return auth.Identity{}, true
+	}
+	tok, err := auth.BearerToken(string(ctx.Request.Header.Peek("Authorization")))
+	var id auth.Identity
+	if err == nil {
+		id, err = s.cfg.Verifier.Verify(ctx, tok)
+	}
+	if err != nil {
+		ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="usher"`)
+		writeError(ctx, fasthttp.StatusUnauthorized, "unauthenticated", strings.TrimPrefix(err.Error(), "unauthenticated: "))
+		return id, false
+	}
+	return id, true
+}
+
+// scope holds a request to the verified caller's tenant and app scope.
+func scope(id auth.Identity, r *decision.Request, prefix string) error {
+	if id.Tenant == "" {
+		return nil
+	}
+	if r.TenantID != id.Tenant {
+		return &RequestError{prefix + "tenant_id", fmt.Sprintf("%q is outside the token's tenant %q", r.TenantID, id.Tenant)}
+	}
+	if r.AppID != "" && r.AppID != id.App {
+		return &RequestError{prefix + "app_id", fmt.Sprintf("%q is outside the token's app scope %q", r.AppID, id.App)}
+	}
+	r.AppID = id.App
+	return nil
+}
+
+// extAuthz answers Envoy's HTTP ext_authz service: the proxied request
+// arrives as METHOD /ext_authz/<original path> with its headers.
+func (s *Server) extAuthz(ctx *fasthttp.RequestCtx) {
+	orig := string(ctx.Path()[len("/ext_authz"):])
+	if orig == "" {
+		orig = "/"
+	}
+	res := s.cfg.Authorizer.Check(ctx, decision.APIExtAuthzHTTP, authz.Request{
+		Method: string(ctx.Method()), Path: orig, Authorization: string(ctx.Request.Header.Peek("Authorization")),
+	})
+	switch res.Status {
+	case authz.Allowed:
+		ctx.Response.Header.Set("x-usher-decision-id", res.DecisionID)
+		for k, v := range res.Headers {
+			ctx.Response.Header.Set(k, v)
+		}
+		ctx.SetStatusCode(fasthttp.StatusOK)
+	case authz.Denied:
+		ctx.Response.Header.Set("x-usher-decision-id", res.DecisionID)
+		b := []byte(`{"allowed":false,"reason":`)
+		b = jsonw.String(b, res.Reason)
+		b = append(b, `,"decision_id":`...)
+		b = jsonw.String(b, res.DecisionID)
+		writeJSON(ctx, fasthttp.StatusForbidden, append(b, '}'))
+	case authz.Unauthenticated:
+		ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="usher"`)
+		writeError(ctx, fasthttp.StatusUnauthorized, "unauthenticated", res.Message)
+	default:
+		writeError(ctx, fasthttp.StatusServiceUnavailable, "unavailable", res.Message)
 	}
 }
 
@@ -230,9 +314,17 @@ func (s *Server) evaluate(ctx *fasthttp.RequestCtx) {
 	if s.stale(ctx) {
 		return
 	}
+	id, ok := s.identify(ctx)
+	if !ok {
+		return
+	}
 	var req decision.Request
-	if err := parseEvaluateInto(ctx.PostBody(), "", &req); err != nil {
+	if err := parseEvaluateInto(ctx.PostBody(), "", id.Tenant, &req); err != nil {
 		writeError(ctx, fasthttp.StatusBadRequest, "invalid_request", message(err))
+		return
+	}
+	if err := scope(id, &req, ""); err != nil {
+		writeError(ctx, fasthttp.StatusForbidden, "forbidden", err.Error())
 		return
 	}
 	d, err := s.cfg.Engine.Decide(decision.APIEvaluate, &req)
@@ -258,6 +350,10 @@ func (s *Server) engineError(ctx *fasthttp.RequestCtx, err error) {
 
 func (s *Server) batch(ctx *fasthttp.RequestCtx) {
 	if s.stale(ctx) {
+		return
+	}
+	id, ok := s.identify(ctx)
+	if !ok {
 		return
 	}
 	var b batchBody
@@ -286,8 +382,13 @@ func (s *Server) batch(ctx *fasthttp.RequestCtx) {
 			out = append(out, ',')
 		}
 		var req decision.Request
-		if err := parseEvaluateInto(raw, "checks["+strconv.Itoa(i)+"].", &req); err != nil {
+		prefix := "checks[" + strconv.Itoa(i) + "]."
+		if err := parseEvaluateInto(raw, prefix, id.Tenant, &req); err != nil {
 			out = appendErrorObject(out, "invalid_request", message(err))
+			continue
+		}
+		if err := scope(id, &req, prefix); err != nil {
+			out = appendErrorObject(out, "forbidden", err.Error())
 			continue
 		}
 		d, err := s.cfg.Engine.Decide(decision.APIBatch, &req)
@@ -386,11 +487,20 @@ func (s *Server) compat(ctx *fasthttp.RequestCtx) {
 	if s.stale(ctx) {
 		return
 	}
+	id, ok := s.identify(ctx)
+	if !ok {
+		return
+	}
 	req, err := ParseCompat(ctx.PostBody())
 	if err != nil {
 		writeError(ctx, fasthttp.StatusBadRequest, "invalid_request", message(err))
 		return
 	}
+	if id.Tenant != "" && req.TenantID != id.Tenant {
+		writeError(ctx, fasthttp.StatusForbidden, "forbidden", fmt.Sprintf("orgId: %q is outside the token's tenant %q", req.TenantID, id.Tenant))
+		return
+	}
+	req.AppID = id.App
 	snap := s.cfg.Engine.Snapshot()
 	d, err := s.cfg.Engine.Decide(decision.APICompat, &req)
 	if err != nil {

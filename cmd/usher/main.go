@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"runtime"
@@ -22,10 +23,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
+	"google.golang.org/grpc"
 
+	"github.com/usher-authz/usher/auth"
+	"github.com/usher-authz/usher/authz"
 	"github.com/usher-authz/usher/decision"
 	"github.com/usher-authz/usher/policy"
 	"github.com/usher-authz/usher/server"
+	"github.com/usher-authz/usher/server/extauthz"
 	statesync "github.com/usher-authz/usher/sync"
 )
 
@@ -151,6 +156,10 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 type serveFlags struct {
 	state, policyDir, httpAddr, logLevel, logFormat string
 	redisURL, namespace, snapshotFile               string
+	grpcAddr, routes, jwks, issuer, audience        string
+	subClaim, tenantClaim, appClaim                 string
+	leeway, jwksRefresh                             time.Duration
+	evaluateAuth                                    bool
 	maxBody                                         int
 	cacheEntries                                    int64
 	drain, maxStaleness, snapshotInterval           time.Duration
@@ -166,6 +175,17 @@ func serve(args []string, stderr io.Writer) error {
 	fs.StringVar(&f.snapshotFile, "snapshot-file", "", "with --redis-url: keep the last applied state in this file, and serve it at start while Redis is down")
 	fs.DurationVar(&f.snapshotInterval, "snapshot-interval", 10*time.Second, "with --snapshot-file: rewrite the file at most this often")
 	fs.DurationVar(&f.maxStaleness, "max-staleness", 0, "answer 503 state_stale and fail readiness once the state was last known current longer ago than this (0: off)")
+	fs.StringVar(&f.grpcAddr, "grpc-addr", extauthz.DefaultAddr, "gRPC listen address of the Envoy ext_authz service (started with --jwks)")
+	fs.StringVar(&f.routes, "routes", "", "route data (YAML or JSON) for the ext_authz fronts: which route needs which seat or entitlement")
+	fs.StringVar(&f.jwks, "jwks", "", "JSON Web Key Set (file or http(s) URL) that verifies bearer tokens; turns on the ext_authz fronts")
+	fs.StringVar(&f.issuer, "jwt-issuer", "", "required iss of tokens (empty: not checked)")
+	fs.StringVar(&f.audience, "jwt-audience", "", "required aud of tokens (empty: not checked)")
+	fs.StringVar(&f.subClaim, "jwt-subject-claim", "sub", "claim naming the subject")
+	fs.StringVar(&f.tenantClaim, "jwt-tenant-claim", "tenant_id", "claim naming the tenant")
+	fs.StringVar(&f.appClaim, "jwt-app-claim", "app_id", "claim naming the app scope")
+	fs.DurationVar(&f.leeway, "jwt-leeway", 30*time.Second, "clock skew allowed on exp and nbf")
+	fs.DurationVar(&f.jwksRefresh, "jwks-refresh", 5*time.Minute, "how often the key set is reread (an unknown kid rereads it at once, at most once a second)")
+	fs.BoolVar(&f.evaluateAuth, "evaluate-auth", false, "require the bearer token on /v1/evaluate, batch and the compat endpoint, and take tenant and app scope from it")
 	fs.StringVar(&f.policyDir, "policy-dir", "", "directory of .rego policies, hot-reloaded (default: the embedded rego/)")
 	fs.StringVar(&f.httpAddr, "http-addr", server.DefaultAddr, "HTTP listen address")
 	fs.IntVar(&f.maxBody, "max-body-bytes", server.DefaultMaxBodyBytes, "largest accepted request body, in bytes")
@@ -212,6 +232,26 @@ func serve(args []string, stderr io.Writer) error {
 	}
 	go reloader.Run(ctx)
 
+	if f.jwks == "" && (f.routes != "" || f.evaluateAuth) {
+		return usagef("jwks: --routes and --evaluate-auth verify bearer tokens and need a key set (--jwks FILE|URL)")
+	}
+	var verifier *auth.Verifier
+	var routes *policy.Routes
+	if f.jwks != "" {
+		verifier, err = auth.NewVerifier(ctx, auth.Config{JWKS: f.jwks, Issuer: f.issuer, Audience: f.audience,
+			SubjectClaim: f.subClaim, TenantClaim: f.tenantClaim, AppClaim: f.appClaim, Leeway: f.leeway, Refresh: f.jwksRefresh, Logger: log})
+		if err != nil {
+			return usageError{err}
+		}
+		go verifier.Run(ctx)
+		if f.routes != "" {
+			if routes, err = policy.LoadRoutes(f.routes); err != nil {
+				return usageError{err}
+			}
+		} else {
+			log.Warn("no --routes: every ext_authz request is denied no_route")
+		}
+	}
 	if f.state != "" && f.redisURL != "" {
 		return usagef("state and redis-url: give one source of state, not both")
 	}
@@ -259,8 +299,15 @@ func serve(args []string, stderr io.Writer) error {
 			snap.Count(decision.KindAssignment)+snap.Count(decision.KindEntitlement)+snap.Count(decision.KindGroup))
 	}
 
+	var authorizer *authz.Authorizer
+	if verifier != nil {
+		if authorizer, err = authz.New(authz.Config{Engine: engine, Policy: reloader.Current, Routes: routes, Verifier: verifier, Logger: log}); err != nil {
+			return usageError{err}
+		}
+	}
 	srv, err := server.New(server.Config{
 		Addr: f.httpAddr, MaxBodyBytes: f.maxBody, Engine: engine, Gatherer: reg, Logger: log, MaxStaleness: f.maxStaleness,
+		Authorizer: authorizer, Verifier: verifier, EvaluateAuth: f.evaluateAuth,
 		Info: func() server.Info {
 			info := server.Info{Source: source, SyncState: "static"}
 			if follower != nil {
@@ -281,8 +328,18 @@ func serve(args []string, stderr io.Writer) error {
 	if err != nil {
 		return usagef("%v", err)
 	}
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- srv.ListenAndServe() }()
+	var grpcSrv *grpc.Server
+	if authorizer != nil {
+		ln, err := net.Listen("tcp", f.grpcAddr)
+		if err != nil {
+			return fmt.Errorf("grpc listen: %w", err)
+		}
+		grpcSrv = extauthz.NewServer(ctx, authorizer, engine.Ready, 500*time.Millisecond)
+		go func() { errc <- grpcSrv.Serve(ln) }()
+		log.Info("ext_authz serving", "grpc", f.grpcAddr, "http", f.httpAddr+"/ext_authz/", "routes", routes.Len())
+	}
 	log.Info("usher serving", "http", f.httpAddr, "version", version, "policy_dir", f.policyDir, "state", source)
 	select {
 	case err := <-errc:
@@ -292,6 +349,15 @@ func serve(args []string, stderr io.Writer) error {
 	log.Info("shutting down: readiness off, draining in-flight requests", "timeout", f.drain)
 	sctx, cancel := context.WithTimeout(context.Background(), f.drain)
 	defer cancel()
+	if grpcSrv != nil {
+		done := make(chan struct{})
+		go func() { grpcSrv.GracefulStop(); close(done) }()
+		select {
+		case <-done:
+		case <-sctx.Done():
+			grpcSrv.Stop()
+		}
+	}
 	if err := srv.Shutdown(sctx); err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}

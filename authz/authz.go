@@ -1,0 +1,164 @@
+// Package authz is the transport-free core of the service-mesh fronts: it
+// verifies the caller's bearer token, matches the request against the
+// route data, and asks the route policy, whose built-ins run seat and
+// entitlement checks as the verified caller. The gRPC and HTTP ext_authz
+// fronts only convert to and from it.
+package authz
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/usher-authz/usher/auth"
+	"github.com/usher-authz/usher/decision"
+	"github.com/usher-authz/usher/policy"
+)
+
+// Config configures an Authorizer.
+type Config struct {
+	Engine   *decision.Engine
+	Policy   func() *policy.Compiled // the policy in force
+	Routes   *policy.Routes          // nil: every request is no_route
+	Verifier *auth.Verifier
+	Logger   *slog.Logger
+}
+
+// Validate reports every problem of the configuration.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Engine == nil {
+		errs = append(errs, errors.New("authz: Engine is required"))
+	}
+	if c.Policy == nil {
+		errs = append(errs, errors.New("authz: Policy is required"))
+	}
+	if c.Verifier == nil {
+		errs = append(errs, errors.New("jwks: the ext_authz fronts verify tokens and need a key set (--jwks)"))
+	}
+	return errors.Join(errs...)
+}
+
+// Authorizer answers ext_authz checks. It is safe for concurrent use.
+type Authorizer struct{ cfg Config }
+
+// New validates cfg.
+func New(cfg Config) (*Authorizer, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Authorizer{cfg: cfg}, nil
+}
+
+// Request is what an ext_authz front extracts from the proxied request.
+type Request struct {
+	Method        string
+	Path          string // may carry a query, which routing ignores
+	Authorization string // the Authorization header value
+}
+
+// Status is the kind of answer.
+type Status int
+
+const (
+	Allowed Status = iota
+	Denied
+	Unauthenticated
+	Unavailable
+)
+
+// Result is the answer to one ext_authz check.
+type Result struct {
+	Status     Status
+	Reason     string // the decision reason; for Unauthenticated and Unavailable, "unauthenticated" / "unavailable"
+	DecisionID string
+	Message    string            // why, for Unauthenticated and Unavailable
+	Headers    map[string]string // added upstream when allowed
+}
+
+type checker struct {
+	e   *decision.Engine
+	api decision.API
+	id  auth.Identity
+}
+
+func (c checker) Seat(s decision.Principal, license string) (decision.Decision, error) {
+	return c.e.Decide(c.api, &decision.Request{TenantID: c.id.Tenant, AppID: c.id.App, Subject: s, Check: decision.CheckSeat, License: license})
+}
+
+func (c checker) Entitled(s decision.Principal, asset, typ string) (decision.Decision, error) {
+	return c.e.Decide(c.api, &decision.Request{TenantID: c.id.Tenant, AppID: c.id.App, Subject: s,
+		Check: decision.CheckEntitlement, AssetID: asset, Type: typ})
+}
+
+// Check authorizes one proxied request.
+func (a *Authorizer) Check(ctx context.Context, api decision.API, r Request) Result {
+	tok, err := auth.BearerToken(r.Authorization)
+	var id auth.Identity
+	if err == nil {
+		id, err = a.cfg.Verifier.Verify(ctx, tok)
+	}
+	if err != nil {
+		return Result{Status: Unauthenticated, Reason: "unauthenticated", Message: strings.TrimPrefix(err.Error(), "unauthenticated: ")}
+	}
+	pol := a.cfg.Policy()
+	switch {
+	case pol == nil || !a.cfg.Engine.Ready():
+		return Result{Status: Unavailable, Reason: "unavailable", Message: "no state or policy loaded yet"}
+	case !pol.HasRoute():
+		return Result{Status: Unavailable, Reason: "unavailable", Message: "the policy defines no " + policy.RouteQuery}
+	}
+	path := r.Path
+	if i := strings.IndexByte(path, '?'); i >= 0 {
+		path = path[:i]
+	}
+	items := [][2]*ast.Term{
+		ast.Item(ast.StringTerm("method"), ast.StringTerm(r.Method)),
+		ast.Item(ast.StringTerm("path"), ast.StringTerm(path)),
+		ast.Item(ast.StringTerm("tenant_id"), ast.StringTerm(id.Tenant)),
+		ast.Item(ast.StringTerm("app_id"), ast.StringTerm(id.App)),
+		ast.Item(ast.StringTerm("subject"), ast.ObjectTerm(
+			ast.Item(ast.StringTerm("id"), ast.StringTerm(id.Subject)),
+			ast.Item(ast.StringTerm("type"), ast.StringTerm("person")))),
+	}
+	if m, ok := a.cfg.Routes.Match(r.Method, path); ok {
+		params := ast.NewObject()
+		for k, v := range m.Params {
+			params.Insert(ast.StringTerm(k), ast.StringTerm(v))
+		}
+		route := ast.NewObject(
+			ast.Item(ast.StringTerm("index"), ast.IntNumberTerm(m.Index)),
+			ast.Item(ast.StringTerm("method"), ast.StringTerm(m.Route.Method)),
+			ast.Item(ast.StringTerm("path"), ast.StringTerm(m.Route.Path)),
+			ast.Item(ast.StringTerm("params"), ast.NewTerm(params)),
+		)
+		if m.Route.Seat != "" {
+			route.Insert(ast.StringTerm("seat"), ast.StringTerm(m.Route.Seat))
+		} else {
+			route.Insert(ast.StringTerm("entitlement"), ast.StringTerm(m.Route.Entitlement))
+			route.Insert(ast.StringTerm("asset_id"), ast.StringTerm(m.Asset))
+		}
+		items = append(items, ast.Item(ast.StringTerm("route"), ast.NewTerm(route)))
+	}
+	out, err := pol.Route(policy.WithChecker(ctx, checker{a.cfg.Engine, api, id}), ast.NewObject(items...))
+	if err != nil {
+		a.cfg.Logger.Error("route policy failed", "error", err, "path", path)
+		return Result{Status: Unavailable, Reason: "unavailable", Message: fmt.Sprintf("route policy failed: %v", err)}
+	}
+	res := Result{Status: Denied, Reason: out.Reason.String(), DecisionID: out.DecisionID, Headers: out.Headers}
+	if out.Allowed {
+		res.Status = Allowed
+	}
+	if res.DecisionID == "" {
+		d := a.cfg.Engine.NoRoute(api)
+		res.DecisionID = d.ID.String()
+	}
+	return res
+}

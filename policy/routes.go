@@ -1,0 +1,226 @@
+package policy
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Route says what a request needs: a seat of a license, or an entitlement
+// on an asset (by default the asset named by the path's {asset_id}).
+type Route struct {
+	Method      string `json:"method,omitempty"` // "" matches any method
+	Path        string `json:"path"`             // segments, {param}s and a final *
+	Seat        string `json:"seat,omitempty"`
+	Entitlement string `json:"entitlement,omitempty"`
+	// Asset names the entitlement's asset: a literal id or "{param}";
+	// default "{asset_id}".
+	Asset string `json:"asset,omitempty"`
+
+	segs []segment
+}
+
+type segment struct {
+	lit   string
+	param string // set for {param}
+	rest  bool   // the final *
+}
+
+// Routes is an ordered route table; the first match wins.
+type Routes struct {
+	list []Route
+}
+
+// Len returns the number of routes.
+func (r *Routes) Len() int {
+	if r == nil {
+		return 0
+	}
+	return len(r.list)
+}
+
+// LoadRoutes reads a route file (YAML or JSON, {"routes": [...]}).
+func LoadRoutes(path string) (*Routes, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("routes: %w", err)
+	}
+	r, err := ParseRoutes(b)
+	if err != nil {
+		return nil, fmt.Errorf("routes %s: %w", path, err)
+	}
+	return r, nil
+}
+
+// ParseRoutes parses and validates route data, reporting every problem.
+func ParseRoutes(b []byte) (*Routes, error) {
+	var doc any
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		return nil, fmt.Errorf("not YAML or JSON: %w", err)
+	}
+	js, err := json.Marshal(jsonable(doc))
+	if err != nil {
+		return nil, fmt.Errorf("routes: %w", err)
+	}
+	var file struct {
+		Routes []json.RawMessage `json:"routes"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(js))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&file); err != nil {
+		return nil, fmt.Errorf("must be an object with a routes list: %v", err)
+	}
+	if file.Routes == nil {
+		return nil, errors.New("routes: is required (a list of {method, path, seat | entitlement})")
+	}
+	out := &Routes{}
+	var errs []error
+	for i, raw := range file.Routes {
+		var r Route
+		d := json.NewDecoder(bytes.NewReader(raw))
+		d.DisallowUnknownFields()
+		if err := d.Decode(&r); err != nil {
+			errs = append(errs, fmt.Errorf("routes[%d]: %v (fields: method, path, seat, entitlement, asset)", i, err))
+			continue
+		}
+		if err := r.compile(); err != nil {
+			errs = append(errs, fmt.Errorf("routes[%d]: %w", i, err))
+			continue
+		}
+		out.list = append(out.list, r)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return out, nil
+}
+
+// jsonable turns YAML's map[string]any trees into JSON-encodable ones.
+func jsonable(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		for k, e := range x {
+			x[k] = jsonable(e)
+		}
+	case []any:
+		for i, e := range x {
+			x[i] = jsonable(e)
+		}
+	}
+	return v
+}
+
+func (r *Route) compile() error {
+	var errs []error
+	r.Method = strings.ToUpper(r.Method)
+	if (r.Seat == "") == (r.Entitlement == "") {
+		errs = append(errs, errors.New("exactly one of seat and entitlement is required"))
+	}
+	if !strings.HasPrefix(r.Path, "/") {
+		errs = append(errs, fmt.Errorf("path: must start with /, got %q", r.Path))
+	}
+	params := map[string]bool{}
+	parts := strings.Split(strings.TrimPrefix(r.Path, "/"), "/")
+	for i, p := range parts {
+		switch {
+		case p == "*" && i == len(parts)-1:
+			r.segs = append(r.segs, segment{rest: true})
+		case strings.Contains(p, "*"):
+			errs = append(errs, fmt.Errorf("path: * may only be the whole last segment, got %q", r.Path))
+		case strings.HasPrefix(p, "{") && strings.HasSuffix(p, "}") && len(p) > 2:
+			name := p[1 : len(p)-1]
+			if params[name] {
+				errs = append(errs, fmt.Errorf("path: parameter {%s} appears twice", name))
+			}
+			params[name] = true
+			r.segs = append(r.segs, segment{param: name})
+		case strings.ContainsAny(p, "{}"):
+			errs = append(errs, fmt.Errorf("path: a {param} must be a whole segment, got %q", p))
+		default:
+			r.segs = append(r.segs, segment{lit: p})
+		}
+	}
+	if r.Entitlement != "" {
+		if r.Asset == "" {
+			r.Asset = "{asset_id}"
+		}
+		if name, ok := strings.CutPrefix(r.Asset, "{"); ok {
+			name = strings.TrimSuffix(name, "}")
+			if !params[name] {
+				errs = append(errs, fmt.Errorf("asset: the path has no {%s} to name the entitlement's asset; add it or set asset", name))
+			}
+		}
+	} else if r.Asset != "" {
+		errs = append(errs, errors.New("asset: only applies to entitlement routes"))
+	}
+	return errors.Join(errs...)
+}
+
+// Match is a matched route with its path parameters.
+type Match struct {
+	Index  int
+	Route  *Route
+	Params map[string]string
+	Asset  string // the entitlement's asset
+}
+
+// Match returns the first route matching method and path (without its
+// query), or false.
+func (r *Routes) Match(method, path string) (Match, bool) {
+	if r == nil {
+		return Match{}, false
+	}
+	if i := strings.IndexByte(path, '?'); i >= 0 {
+		path = path[:i]
+	}
+	parts := strings.Split(strings.TrimPrefix(path, "/"), "/")
+	for i := range r.list {
+		rt := &r.list[i]
+		if rt.Method != "" && rt.Method != method {
+			continue
+		}
+		if params, ok := rt.match(parts); ok {
+			m := Match{Index: i, Route: rt, Params: params}
+			if rt.Entitlement != "" {
+				m.Asset = rt.Asset
+				if name, ok := strings.CutPrefix(rt.Asset, "{"); ok {
+					m.Asset = params[strings.TrimSuffix(name, "}")]
+				}
+			}
+			return m, true
+		}
+	}
+	return Match{}, false
+}
+
+func (rt *Route) match(parts []string) (map[string]string, bool) {
+	var params map[string]string
+	for i, s := range rt.segs {
+		if s.rest {
+			return params, true
+		}
+		if i >= len(parts) {
+			return nil, false
+		}
+		switch {
+		case s.param != "":
+			v, err := url.PathUnescape(parts[i])
+			if err != nil || v == "" {
+				return nil, false
+			}
+			if params == nil {
+				params = map[string]string{}
+			}
+			params[s.param] = v
+		case s.lit != parts[i]:
+			return nil, false
+		}
+	}
+	return params, len(parts) == len(rt.segs)
+}

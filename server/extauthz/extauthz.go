@@ -1,0 +1,137 @@
+// Package extauthz is Envoy's gRPC external authorization service
+// (envoy.service.auth.v3.Authorization/Check) over the authz core: it only
+// converts Envoy's CheckRequest into an authz.Request and the answer into
+// a CheckResponse, so go-control-plane stays out of the engine.
+package extauthz
+
+import (
+	"context"
+	"runtime"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/usher-authz/usher/authz"
+	"github.com/usher-authz/usher/decision"
+	"github.com/usher-authz/usher/internal/jsonw"
+)
+
+// DefaultAddr is the default gRPC listen address.
+const DefaultAddr = "127.0.0.1:8701"
+
+// Service implements the Authorization service.
+type Service struct {
+	authv3.UnimplementedAuthorizationServer
+	a *authz.Authorizer
+}
+
+// NewService wraps an authorizer.
+func NewService(a *authz.Authorizer) *Service { return &Service{a: a} }
+
+// Check answers one Envoy check. Denials are answers, not errors: the
+// gRPC call itself succeeds and carries the status for Envoy.
+func (s *Service) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	return Response(s.a.Check(ctx, decision.APIExtAuthzGRPC, Request(req))), nil
+}
+
+// Request extracts what the authorizer needs from an Envoy CheckRequest.
+func Request(req *authv3.CheckRequest) authz.Request {
+	h := req.GetAttributes().GetRequest().GetHttp()
+	return authz.Request{Method: h.GetMethod(), Path: h.GetPath(), Authorization: h.GetHeaders()["authorization"]}
+}
+
+func header(k, v string) *corev3.HeaderValueOption {
+	return &corev3.HeaderValueOption{
+		Header:       &corev3.HeaderValue{Key: k, Value: v},
+		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD, // a client cannot smuggle its own
+	}
+}
+
+// Response converts an authorizer result into Envoy's CheckResponse.
+func Response(r authz.Result) *authv3.CheckResponse {
+	if r.Status == authz.Allowed {
+		hs := []*corev3.HeaderValueOption{header("x-usher-decision-id", r.DecisionID)}
+		for k, v := range r.Headers {
+			hs = append(hs, header(k, v))
+		}
+		return &authv3.CheckResponse{
+			Status:       &status.Status{Code: int32(codes.OK)},
+			HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{Headers: hs}},
+		}
+	}
+	code, httpCode := codes.PermissionDenied, typev3.StatusCode_Forbidden
+	hs := []*corev3.HeaderValueOption{header("content-type", "application/json")}
+	var body []byte
+	switch r.Status {
+	case authz.Denied:
+		hs = append(hs, header("x-usher-decision-id", r.DecisionID))
+		body = append(body, `{"allowed":false,"reason":`...)
+		body = jsonw.String(body, r.Reason)
+		body = append(body, `,"decision_id":`...)
+		body = jsonw.String(body, r.DecisionID)
+		body = append(body, '}')
+	case authz.Unauthenticated:
+		code, httpCode = codes.Unauthenticated, typev3.StatusCode_Unauthorized
+		hs = append(hs, header("www-authenticate", `Bearer realm="usher"`))
+		body = errorBody("unauthenticated", r.Message)
+	default:
+		code, httpCode = codes.Unavailable, typev3.StatusCode_ServiceUnavailable
+		body = errorBody("unavailable", r.Message)
+	}
+	return &authv3.CheckResponse{
+		Status: &status.Status{Code: int32(code), Message: r.Reason},
+		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+			Status: &typev3.HttpStatus{Code: httpCode}, Headers: hs, Body: string(body),
+		}},
+	}
+}
+
+func errorBody(code, msg string) []byte {
+	b := []byte(`{"error":{"code":`)
+	b = jsonw.String(b, code)
+	b = append(b, `,"message":`...)
+	b = jsonw.String(b, msg)
+	return append(b, "}}"...)
+}
+
+// NewServer returns a gRPC server with the Authorization service and the
+// standard health service, which reports SERVING while ready() holds
+// (rechecked every interval until ctx ends).
+func NewServer(ctx context.Context, a *authz.Authorizer, ready func() bool, interval time.Duration) *grpc.Server {
+	// Reused stream workers keep the stacks a Rego evaluation grew, instead
+	// of growing a fresh goroutine's stack on every call.
+	srv := grpc.NewServer(grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))))
+	authv3.RegisterAuthorizationServer(srv, NewService(a))
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(srv, hs)
+	set := func() {
+		st := healthpb.HealthCheckResponse_NOT_SERVING
+		if ready() {
+			st = healthpb.HealthCheckResponse_SERVING
+		}
+		hs.SetServingStatus("", st)
+		hs.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, st)
+	}
+	set()
+	go func() {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				hs.Shutdown() // NOT_SERVING while draining
+				return
+			case <-t.C:
+				set()
+			}
+		}
+	}()
+	return srv
+}

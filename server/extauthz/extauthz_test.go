@@ -1,0 +1,353 @@
+package extauthz_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/usher-authz/usher/auth"
+	"github.com/usher-authz/usher/authz"
+	"github.com/usher-authz/usher/decision"
+	"github.com/usher-authz/usher/internal/testjwt"
+	"github.com/usher-authz/usher/policy"
+	"github.com/usher-authz/usher/rego"
+	"github.com/usher-authz/usher/server"
+	"github.com/usher-authz/usher/server/extauthz"
+)
+
+const routesYAML = `
+routes:
+  - {method: GET, path: "/docs/{asset_id}", entitlement: read_only}
+  - {method: PUT, path: "/docs/{asset_id}/settings", entitlement: admin}
+  - {path: "/editor/*", seat: editor}
+  - {method: POST, path: "/apps/run", seat: appseat}
+`
+
+type fixture struct {
+	key       testjwt.Key
+	grpc      authv3.AuthorizationClient
+	health    healthpb.HealthClient
+	http      string
+	authz     *authz.Authorizer
+	engine    *decision.Engine
+	verifier  *auth.Verifier
+	semantics string
+}
+
+func setup(t testing.TB) *fixture {
+	t.Helper()
+	raw, err := os.ReadFile("../../decision/testdata/semantics.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sem struct {
+		State json.RawMessage `json:"state"`
+	}
+	json.Unmarshal(raw, &sem)
+	doc, err := decision.ParseDocument(bytes.NewReader(sem.State))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := decision.NewEngine(decision.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	p, err := policy.Compile(context.Background(), rego.FS, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.SetPolicy(p)
+	e.SetSnapshot(decision.NewSnapshot(doc, 1))
+	routes, err := policy.ParseRoutes([]byte(routesYAML))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := testjwt.RSA(t, "k1")
+	jwks := filepath.Join(t.TempDir(), "jwks.json")
+	os.WriteFile(jwks, testjwt.JWKS(key, testjwt.EC(t, "k2")), 0o644)
+	v, err := auth.NewVerifier(context.Background(), auth.Config{JWKS: jwks, Issuer: testjwt.Issuer, Audience: testjwt.Audience})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := authz.New(authz.Config{Engine: e, Policy: func() *policy.Compiled { return p }, Routes: routes, Verifier: v})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	gs := extauthz.NewServer(ctx, a, e.Ready, 20*time.Millisecond)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go gs.Serve(ln)
+	t.Cleanup(gs.Stop)
+	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	hs, err := server.New(server.Config{Engine: e, Authorizer: a, Verifier: v, EvaluateAuth: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go hs.Serve(hl)
+	t.Cleanup(func() { hs.Shutdown(context.Background()) })
+	return &fixture{key: key, grpc: authv3.NewAuthorizationClient(conn), health: healthpb.NewHealthClient(conn),
+		http: "http://" + hl.Addr().String(), authz: a, engine: e, verifier: v}
+}
+
+type answer struct {
+	allowed bool
+	status  int    // HTTP status Envoy would return (200 allow)
+	reason  string // decision reason, or "unauthenticated"
+	headers map[string]string
+}
+
+func (f *fixture) viaGRPC(t *testing.T, method, path, authorization string) answer {
+	t.Helper()
+	req := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
+		Http: &authv3.AttributeContext_HttpRequest{Method: method, Path: path, Headers: map[string]string{}}}}}
+	if authorization != "" {
+		req.Attributes.Request.Http.Headers["authorization"] = authorization
+	}
+	resp, err := f.grpc.Check(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := answer{headers: map[string]string{}}
+	switch codes.Code(resp.GetStatus().GetCode()) {
+	case codes.OK:
+		a.allowed, a.status = true, 200
+		for _, h := range resp.GetOkResponse().GetHeaders() {
+			a.headers[h.GetHeader().GetKey()] = h.GetHeader().GetValue()
+		}
+		a.reason = "allowed"
+	default:
+		d := resp.GetDeniedResponse()
+		a.status = int(d.GetStatus().GetCode())
+		for _, h := range d.GetHeaders() {
+			a.headers[h.GetHeader().GetKey()] = h.GetHeader().GetValue()
+		}
+		var body struct {
+			Reason string `json:"reason"`
+			Error  struct{ Code string } `json:"error"`
+		}
+		if err := json.Unmarshal([]byte(d.GetBody()), &body); err != nil {
+			t.Fatalf("denied body %q: %v", d.GetBody(), err)
+		}
+		a.reason = body.Reason + body.Error.Code
+		if want := map[codes.Code]int{codes.PermissionDenied: 403, codes.Unauthenticated: 401}[codes.Code(resp.GetStatus().GetCode())]; want != a.status {
+			t.Errorf("gRPC code %v with HTTP status %d", codes.Code(resp.GetStatus().GetCode()), a.status)
+		}
+	}
+	return a
+}
+
+func (f *fixture) viaHTTP(t *testing.T, method, path, authorization string) answer {
+	t.Helper()
+	req, _ := http.NewRequest(method, f.http+"/ext_authz"+path, nil)
+	if authorization != "" {
+		req.Header.Set("Authorization", authorization)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	a := answer{status: resp.StatusCode, headers: map[string]string{}}
+	for k := range resp.Header {
+		a.headers[strings.ToLower(k)] = resp.Header.Get(k)
+	}
+	if resp.StatusCode == 200 {
+		a.allowed, a.reason = true, "allowed"
+		return a
+	}
+	var body struct {
+		Reason string `json:"reason"`
+		Error  struct{ Code string } `json:"error"`
+	}
+	if err := json.Unmarshal(b, &body); err != nil {
+		t.Fatalf("denied body %q: %v", b, err)
+	}
+	a.reason = body.Reason + body.Error.Code
+	return a
+}
+
+func TestChecks(t *testing.T) {
+	f := setup(t)
+	tok := func(claims map[string]any) string { return "Bearer " + testjwt.Sign(t, f.key, claims) }
+	u := func(sub string) string { return tok(map[string]any{"sub": sub}) }
+	for _, tc := range []struct {
+		name, method, path, auth string
+		status                   int
+		reason                   string
+	}{
+		{"entitlement via implication", "GET", "/docs/doc1", u("u1"), 200, "allowed"},
+		{"entitlement via group", "GET", "/docs/doc1?x=1", u("u2"), 200, "allowed"},
+		{"pending approval", "GET", "/docs/doc1", u("u4"), 403, "entitlement_pending_approval"},
+		{"not admin", "PUT", "/docs/doc1/settings", u("u2"), 403, "not_entitled"},
+		{"seat any method", "DELETE", "/editor/a/b", u("u1"), 200, "allowed"},
+		{"seat denied", "POST", "/editor/x", u("u5"), 403, "assignment_denied"},
+		{"seat expired", "GET", "/editor", u("u6"), 403, "assignment_expired"},
+		{"no route", "GET", "/nowhere", u("u1"), 403, "no_route"},
+		{"no route for method", "DELETE", "/docs/doc1", u("u1"), 403, "no_route"},
+		{"other tenant cannot see acme", "GET", "/docs/doc1", tok(map[string]any{"tenant_id": "globex"}), 403, "not_entitled"},
+		{"other tenant's own seat", "GET", "/editor/", tok(map[string]any{"tenant_id": "globex"}), 200, "allowed"},
+		{"app scope in its app", "POST", "/apps/run", tok(map[string]any{"app_id": "app1"}), 200, "allowed"},
+		{"app scope of another app", "POST", "/apps/run", tok(map[string]any{"app_id": "app2"}), 403, "license_not_found"},
+		{"missing token", "GET", "/docs/doc1", "", 401, "unauthenticated"},
+		{"not bearer", "GET", "/docs/doc1", "Basic dTE6cA==", 401, "unauthenticated"},
+		{"expired", "GET", "/docs/doc1", tok(map[string]any{"exp": time.Now().Add(-time.Hour).Unix()}), 401, "unauthenticated"},
+		{"not yet valid", "GET", "/docs/doc1", tok(map[string]any{"nbf": time.Now().Add(time.Hour).Unix()}), 401, "unauthenticated"},
+		{"wrong issuer", "GET", "/docs/doc1", tok(map[string]any{"iss": "https://evil.test"}), 401, "unauthenticated"},
+		{"wrong audience", "GET", "/docs/doc1", tok(map[string]any{"aud": "other"}), 401, "unauthenticated"},
+		{"bad signature", "GET", "/docs/doc1", "Bearer " + testjwt.Sign(t, testjwt.RSA(t, "k1"), nil), 401, "unauthenticated"},
+		{"unknown kid", "GET", "/docs/doc1", "Bearer " + testjwt.Sign(t, testjwt.RSA(t, "k9"), nil), 401, "unauthenticated"},
+		{"alg none", "GET", "/docs/doc1", "Bearer " + testjwt.AlgNone(), 401, "unauthenticated"},
+		{"hmac confusion", "GET", "/docs/doc1", "Bearer " + testjwt.HMACWithPublicKey(), 401, "unauthenticated"},
+		{"garbage", "GET", "/docs/doc1", "Bearer garbage", 401, "unauthenticated"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for front, a := range map[string]answer{
+				"grpc": f.viaGRPC(t, tc.method, tc.path, tc.auth),
+				"http": f.viaHTTP(t, tc.method, tc.path, tc.auth),
+			} {
+				if a.status != tc.status || a.reason != tc.reason {
+					t.Errorf("%s %s %s = %d %s, want %d %s", front, tc.method, tc.path, a.status, a.reason, tc.status, tc.reason)
+				}
+				if tc.status != 401 && len(a.headers["x-usher-decision-id"]) != 32 {
+					t.Errorf("%s: x-usher-decision-id = %q, want a decision id", front, a.headers["x-usher-decision-id"])
+				}
+				if tc.status == 200 && (a.headers["x-usher-tenant"] == "" || a.headers["x-usher-subject"] == "") {
+					t.Errorf("%s: allowed without the policy's headers: %v", front, a.headers)
+				}
+				if tc.status == 401 && !strings.HasPrefix(a.headers["www-authenticate"], "Bearer") {
+					t.Errorf("%s: 401 without WWW-Authenticate: %v", front, a.headers)
+				}
+			}
+		})
+	}
+	hr, err := f.health.Check(context.Background(), &healthpb.HealthCheckRequest{Service: "envoy.service.auth.v3.Authorization"})
+	if err != nil || hr.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Errorf("gRPC health = %v, %v; want SERVING", hr.GetStatus(), err)
+	}
+}
+
+func TestEvaluateAuth(t *testing.T) {
+	f := setup(t)
+	post := func(path, body string, claims map[string]any) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest("POST", f.http+path, strings.NewReader(body))
+		if claims != nil {
+			req.Header.Set("Authorization", "Bearer "+testjwt.Sign(t, f.key, claims))
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	acme := map[string]any{}
+	for _, tc := range []struct {
+		name, path, body string
+		claims           map[string]any
+		status           int
+		want             string
+	}{
+		{"tenant from the token", "/v1/evaluate", `{"subject": {"id": "u1"}, "seat": {"license": "editor"}}`, acme, 200, `"reason":"seat_assigned"`},
+		{"same tenant in the body", "/v1/evaluate", `{"tenant_id": "acme", "subject": {"id": "u1"}, "seat": {"license": "editor"}}`, acme, 200, `"reason":"seat_assigned"`},
+		{"another tenant", "/v1/evaluate", `{"tenant_id": "globex", "subject": {"id": "u1"}, "seat": {"license": "editor"}}`, acme, 403, `tenant_id: \"globex\" is outside the token's tenant \"acme\"`},
+		{"no token", "/v1/evaluate", `{"tenant_id": "acme", "subject": {"id": "u1"}, "seat": {"license": "editor"}}`, nil, 401, `"code":"unauthenticated"`},
+		{"app scope from the token", "/v1/evaluate", `{"subject": {"id": "u1"}, "seat": {"license": "appseat"}}`, map[string]any{"app_id": "app2"}, 200, `"reason":"license_not_found"`},
+		{"body cannot widen the app scope", "/v1/evaluate", `{"app_id": "app1", "subject": {"id": "u1"}, "seat": {"license": "appseat"}}`, map[string]any{"app_id": "app2"}, 403, `app_id: \"app1\" is outside the token's app scope \"app2\"`},
+		{"batch slot of another tenant", "/v1/evaluate/batch", `{"checks": [{"subject": {"id": "u1"}, "seat": {"license": "editor"}}, {"tenant_id": "globex", "subject": {"id": "u1"}, "seat": {"license": "editor"}}]}`, acme, 200, `{"error":{"code":"forbidden","message":"checks[1].tenant_id: \"globex\" is outside the token's tenant \"acme\""}}`},
+		{"compat other org", "/api/v2/seatLicenseAllocations/evaluate/", `{"orgId": "globex", "seatName": "editor", "subjectId": "u1", "subjectType": "user"}`, acme, 403, `orgId: \"globex\" is outside the token's tenant \"acme\"`},
+		{"compat own org", "/api/v2/seatLicenseAllocations/evaluate/", `{"orgId": "acme", "seatName": "editor", "subjectId": "u1", "subjectType": "user"}`, acme, 200, `"allowed":true`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			status, body := post(tc.path, tc.body, tc.claims)
+			if status != tc.status || !strings.Contains(body, tc.want) {
+				t.Errorf("POST %s = %d %s, want %d containing %s", tc.path, status, body, tc.status, tc.want)
+			}
+		})
+	}
+}
+
+// FuzzCheck sends arbitrary methods, paths and Authorization values through
+// the authorizer and the Envoy conversion: no panic, and never an allow
+// without a valid token.
+func FuzzCheck(f *testing.F) {
+	fx := setup(f)
+	valid := "Bearer " + testjwt.Sign(f, fx.key, nil)
+	f.Add("GET", "/docs/doc1", valid)
+	f.Add("POST", "/editor/%zz/../x", "Bearer a.b.c")
+	f.Add("", "", "")
+	f.Add("GET", "/docs/%2F", valid)
+	f.Fuzz(func(t *testing.T, method, path, authorization string) {
+		res := fx.authz.Check(context.Background(), decision.APIExtAuthzGRPC, authz.Request{Method: method, Path: path, Authorization: authorization})
+		if res.Status == authz.Allowed && authorization != valid {
+			t.Fatalf("allowed %s %q with Authorization %q", method, path, authorization)
+		}
+		resp := extauthz.Response(res)
+		if (res.Status == authz.Allowed) != (codes.Code(resp.GetStatus().GetCode()) == codes.OK) {
+			t.Fatalf("result %+v converted to %v", res, resp.GetStatus())
+		}
+		req := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
+			Http: &authv3.AttributeContext_HttpRequest{Method: method, Path: path, Headers: map[string]string{"authorization": authorization}}}}}
+		if got := extauthz.Request(req); got.Method != method || got.Path != path || got.Authorization != authorization {
+			t.Fatalf("Request(%v) = %+v", req, got)
+		}
+		_ = extauthz.Request(&authv3.CheckRequest{})
+	})
+}
+
+// BenchmarkCheckGRPC is a Check round trip over loopback: a verified token,
+// a matched route, the route policy and a cached seat decision.
+func BenchmarkCheckGRPC(b *testing.B) {
+	f := setup(b)
+	req := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
+		Http: &authv3.AttributeContext_HttpRequest{Method: "GET", Path: "/editor/doc", Headers: map[string]string{
+			"authorization": "Bearer " + testjwt.Sign(b, f.key, nil)}}}}}
+	ctx := context.Background()
+	if resp, err := f.grpc.Check(ctx, req); err != nil || resp.GetStatus().GetCode() != 0 {
+		b.Fatalf("Check = %v, %v", resp, err)
+	}
+	lat := make([]time.Duration, 0, 1<<16)
+	b.ReportAllocs()
+	for b.Loop() {
+		t0 := time.Now()
+		if _, err := f.grpc.Check(ctx, req); err != nil {
+			b.Fatal(err)
+		}
+		if len(lat) < cap(lat) {
+			lat = append(lat, time.Since(t0))
+		}
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+}
