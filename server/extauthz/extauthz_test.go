@@ -150,7 +150,7 @@ func (f *fixture) viaGRPC(t *testing.T, method, path, authorization string) answ
 			a.headers[h.GetHeader().GetKey()] = h.GetHeader().GetValue()
 		}
 		var body struct {
-			Reason string `json:"reason"`
+			Reason string                `json:"reason"`
 			Error  struct{ Code string } `json:"error"`
 		}
 		if err := json.Unmarshal([]byte(d.GetBody()), &body); err != nil {
@@ -185,7 +185,7 @@ func (f *fixture) viaHTTP(t *testing.T, method, path, authorization string) answ
 		return a
 	}
 	var body struct {
-		Reason string `json:"reason"`
+		Reason string                `json:"reason"`
 		Error  struct{ Code string } `json:"error"`
 	}
 	if err := json.Unmarshal(b, &body); err != nil {
