@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -17,6 +18,11 @@ import (
 	"testing"
 	"time"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/usher-authz/usher/internal/testjwt"
 	"github.com/usher-authz/usher/rego"
 )
 
@@ -319,6 +325,10 @@ func TestEvalAndVersion(t *testing.T) {
 	if code != 1 || !strings.Contains(stderr, "/nonexistent/state.json") {
 		t.Errorf("usher serve with a missing state file: exit %d stderr %q", code, stderr)
 	}
+	_, stderr, code = runUsher(t, "serve", "--routes", "routes.yaml")
+	if code != 2 || !strings.Contains(stderr, "jwks:") {
+		t.Errorf("usher serve --routes without --jwks: exit %d stderr %q, want 2 naming jwks", code, stderr)
+	}
 	_, _, code = runUsher(t, "frobnicate")
 	if code != 2 {
 		t.Errorf("unknown command exit = %d, want 2", code)
@@ -459,4 +469,67 @@ func startServeNotReady(t *testing.T, env []string, args ...string) *proc {
 		t.Errorf("ready with a stale state = %d, want 503", resp.StatusCode)
 	}
 	return p
+}
+
+func TestServeExtAuthz(t *testing.T) {
+	dir := t.TempDir()
+	key := testjwt.RSA(t, "k1")
+	jwks := filepath.Join(dir, "jwks.json")
+	os.WriteFile(jwks, testjwt.JWKS(key), 0o644)
+	routes := filepath.Join(dir, "routes.yaml")
+	os.WriteFile(routes, []byte("routes:\n  - {method: GET, path: \"/roadmap/{asset_id}\", entitlement: read_only}\n  - {path: \"/studio/*\", seat: editor}\n"), 0o644)
+	grpcAddr := freeAddr(t)
+	p := startServe(t, nil, "--jwks", jwks, "--routes", routes, "--grpc-addr", grpcAddr,
+		"--jwt-issuer", testjwt.Issuer, "--jwt-audience", testjwt.Audience, "--evaluate-auth")
+	bearer := func(sub string) string {
+		return "Bearer " + testjwt.Sign(t, key, map[string]any{"sub": sub, "tenant_id": "acme"})
+	}
+
+	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	check := func(method, path, authorization string) *authv3.CheckResponse {
+		resp, err := authv3.NewAuthorizationClient(conn).Check(context.Background(), &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+			Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+				Method: method, Path: path, Headers: map[string]string{"authorization": authorization}}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	if r := check("GET", "/studio/x", bearer("erin")); r.GetStatus().GetCode() != 0 {
+		t.Errorf("gRPC Check erin /studio = %v, want OK", r.GetStatus())
+	}
+	if r := check("GET", "/studio/x", bearer("frank")); r.GetStatus().GetCode() != 7 || !strings.Contains(r.GetDeniedResponse().GetBody(), "assignment_denied") {
+		t.Errorf("gRPC Check frank /studio = %v %s, want PERMISSION_DENIED assignment_denied", r.GetStatus(), r.GetDeniedResponse().GetBody())
+	}
+	if r := check("GET", "/roadmap/roadmap", "Bearer nope"); r.GetStatus().GetCode() != 16 {
+		t.Errorf("gRPC Check with a bad token = %v, want UNAUTHENTICATED", r.GetStatus())
+	}
+	req, _ := http.NewRequest("GET", p.base+"/ext_authz/roadmap/roadmap", nil)
+	req.Header.Set("Authorization", bearer("dave"))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("x-usher-decision-id") == "" {
+		t.Errorf("HTTP ext_authz dave /roadmap = %d %v, want 200 with a decision id (read_only via his group)", resp.StatusCode, resp.Header)
+	}
+	// --evaluate-auth: the token's tenant, and 401 without one.
+	req, _ = http.NewRequest("POST", p.base+"/v1/evaluate", strings.NewReader(`{"subject": {"id": "alice"}, "seat": {"license": "editor"}}`))
+	req.Header.Set("Authorization", bearer("svc"))
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("evaluate with a token = %d, want 200", resp.StatusCode)
+	}
+	if got := p.evaluate(t, `{"tenant_id": "acme", "subject": {"id": "alice"}, "seat": {"license": "editor"}}`); got["error"] == nil {
+		t.Errorf("evaluate without a token = %v, want an error", got)
+	}
 }

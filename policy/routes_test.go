@@ -1,0 +1,74 @@
+package policy
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestRoutesMatch(t *testing.T) {
+	r, err := ParseRoutes([]byte(`
+routes:
+  - {method: get, path: "/docs/{asset_id}", entitlement: read_only}
+  - {method: PUT, path: "/orgs/{org}/docs/{doc}", entitlement: admin, asset: "{doc}"}
+  - {path: "/reports/*", entitlement: read_only, asset: reports}
+  - {path: "/editor/*", seat: editor}
+  - {path: "/", seat: viewer}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		method, path string
+		ok           bool
+		index        int
+		asset        string
+	}{
+		{"GET", "/docs/a1", true, 0, "a1"},
+		{"GET", "/docs/a%2F1?x=y", true, 0, "a/1"},
+		{"POST", "/docs/a1", false, 0, ""},
+		{"GET", "/docs/a1/more", false, 0, ""},
+		{"GET", "/docs/", false, 0, ""},
+		{"PUT", "/orgs/o1/docs/d9", true, 1, "d9"},
+		{"GET", "/reports/q3/summary", true, 2, "reports"},
+		{"DELETE", "/editor", true, 3, ""},
+		{"GET", "/editor/a/b/c", true, 3, ""},
+		{"GET", "/", true, 4, ""},
+		{"GET", "/editorial", false, 0, ""},
+	} {
+		m, ok := r.Match(tc.method, tc.path)
+		if ok != tc.ok || (ok && (m.Index != tc.index || m.Asset != tc.asset)) {
+			t.Errorf("Match(%s %s) = %v %+v, want %v index %d asset %q", tc.method, tc.path, ok, m, tc.ok, tc.index, tc.asset)
+		}
+	}
+	m, _ := r.Match("PUT", "/orgs/o1/docs/d9")
+	if diff := cmp.Diff(map[string]string{"org": "o1", "doc": "d9"}, m.Params); diff != "" {
+		t.Errorf("params (-want +got):\n%s", diff)
+	}
+	json, err := ParseRoutes([]byte(`{"routes": [{"path": "/x/{asset_id}", "entitlement": "admin"}]}`))
+	if err != nil || json.Len() != 1 {
+		t.Errorf("JSON routes: %v, %d", err, json.Len())
+	}
+}
+
+func TestRoutesRejects(t *testing.T) {
+	for _, tc := range []struct{ src, want string }{
+		{`routes: [{path: "/a", seat: s, entitlement: e}]`, "routes[0]: exactly one of seat and entitlement is required"},
+		{`routes: [{path: "/a"}]`, "routes[0]: exactly one of seat and entitlement is required"},
+		{`routes: [{path: "a", seat: s}]`, `routes[0]: path: must start with /, got "a"`},
+		{`routes: [{path: "/a/*/b", seat: s}]`, "* may only be the whole last segment"},
+		{`routes: [{path: "/a/{x}/{x}", seat: s}]`, "parameter {x} appears twice"},
+		{`routes: [{path: "/a/b{x}", seat: s}]`, "a {param} must be a whole segment"},
+		{`routes: [{path: "/docs", entitlement: admin}]`, "asset: the path has no {asset_id}"},
+		{`routes: [{path: "/docs", seat: s, asset: a}]`, "asset: only applies to entitlement routes"},
+		{`routes: [{path: "/a", seat: s, seats: 2}]`, `routes[0]: json: unknown field "seats"`},
+		{`{}`, "routes: is required"},
+		{`routes: [`, "not YAML or JSON"},
+	} {
+		_, err := ParseRoutes([]byte(tc.src))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("ParseRoutes(%s) = %v, want an error containing %q", tc.src, err, tc.want)
+		}
+	}
+}
