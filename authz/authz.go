@@ -157,7 +157,7 @@ func (a *Authorizer) Check(ctx context.Context, api decision.API, r Request) Res
 		res.Status = Allowed
 	}
 	if res.DecisionID == "" {
-		d := a.cfg.Engine.NoRoute(api)
+		d := a.cfg.Engine.NoRoute(api, id.Tenant)
 		res.DecisionID = d.ID.String()
 	}
 	return res

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -112,6 +113,8 @@ type Config struct {
 	Now func() time.Time
 	// Metrics receives decision and cache metrics; nil records none.
 	Metrics *Metrics
+	// Log receives sampled decisions; nil logs none.
+	Log *DecisionLogger
 }
 
 type cacheEntry struct {
@@ -137,13 +140,14 @@ type Engine struct {
 	seed    maphash.Seed
 	now     func() time.Time
 	metrics *Metrics
+	log     *DecisionLogger
 	idBase  [8]byte
 	idSeq   atomic.Uint64
 }
 
 // NewEngine returns an engine with no state and no policy yet.
 func NewEngine(cfg Config) (*Engine, error) {
-	e := &Engine{seed: maphash.MakeSeed(), now: cfg.Now, metrics: cfg.Metrics}
+	e := &Engine{seed: maphash.MakeSeed(), now: cfg.Now, metrics: cfg.Metrics, log: cfg.Log}
 	if e.now == nil {
 		e.now = time.Now
 	}
@@ -246,7 +250,7 @@ func (e *Engine) Decide(api API, req *Request) (Decision, error) {
 		if c, ok := e.cache.Get(h); ok && c.key == string(key) && c.tenantRev == trev &&
 			c.policyRev == pol.Revision() && c.win.holds(at) {
 			d.Allowed, d.Reason, d.Grant, d.LicenseID, d.Cached = c.outcome.Allowed, c.outcome.Reason, c.grant, c.license, true
-			e.observe(api, req.Check, d, start)
+			e.observe(api, req, d, start)
 			return d, nil
 		}
 	}
@@ -272,13 +276,13 @@ func (e *Engine) Decide(api API, req *Request) (Decision, error) {
 	if e.cache != nil {
 		e.cache.Set(h, &cacheEntry{key: string(key), tenantRev: trev, policyRev: pol.Revision(), win: win, outcome: o, grant: g, license: lic}, 1)
 	}
-	e.observe(api, req.Check, d, start)
+	e.observe(api, req, d, start)
 	return d, nil
 }
 
 // NoRoute records an ext_authz request that matched no route and returns
 // its decision.
-func (e *Engine) NoRoute(api API) Decision {
+func (e *Engine) NoRoute(api API, tenant string) Decision {
 	start := e.now()
 	d := Decision{ID: e.nextID(), Reason: NoRoute}
 	if s := e.snap.Load(); s != nil {
@@ -287,14 +291,24 @@ func (e *Engine) NoRoute(api API) Decision {
 	if e.metrics != nil {
 		e.metrics.observeDecision(api, CheckRoute, d, e.now().Sub(start))
 	}
+	if e.log != nil && e.log.sampled() {
+		e.log.Log(LogEntry{ID: d.ID, Time: start, API: api, Tenant: strings.Clone(tenant), Check: CheckRoute, Reason: NoRoute, Revision: d.Revision, Latency: e.now().Sub(start)})
+	}
 	return d
 }
 
-func (e *Engine) observe(api API, check Check, d Decision, start time.Time) {
-	if e.metrics == nil {
+func (e *Engine) observe(api API, req *Request, d Decision, start time.Time) {
+	if e.metrics == nil && e.log == nil {
 		return
 	}
-	e.metrics.observe(api, check, d, e.now().Sub(start))
+	took := e.now().Sub(start)
+	if e.metrics != nil {
+		e.metrics.observe(api, req.Check, d, took)
+	}
+	if e.log != nil && e.log.sampled() {
+		e.log.Log(LogEntry{ID: d.ID, Time: start, API: api, Tenant: strings.Clone(req.TenantID), Check: req.Check,
+			Allowed: d.Allowed, Reason: d.Reason, Revision: d.Revision, Latency: took, Cached: d.Cached})
+	}
 }
 
 func (e *Engine) nextID() DecisionID {

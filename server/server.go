@@ -169,6 +169,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 // Handle routes one request. It must not retain ctx.
 func (s *Server) Handle(ctx *fasthttp.RequestCtx) {
+	if s.draining.Load() {
+		ctx.SetConnectionClose() // let clients move to another instance
+	}
 	path := ctx.Path()
 	switch string(path) {
 	case "/v1/evaluate":

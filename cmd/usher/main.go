@@ -16,6 +16,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -23,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
+	"go.yaml.in/yaml/v3"
 	"google.golang.org/grpc"
 
 	"github.com/usher-authz/usher/auth"
@@ -71,7 +73,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "serve":
 		err = serve(args[1:], stderr)
 	case "eval":
-		err = eval(args[1:], stdout)
+		err = eval(args[1:], stdout, stderr)
 	case "load", "put", "delete", "export":
 		err = write(args[0], args[1:], stdout, stderr)
 	case "version", "--version", "-version":
@@ -115,9 +117,27 @@ func versionString() string {
 	return fmt.Sprintf("usher %s (%s, OPA %s)", version, runtime.Version(), opa)
 }
 
+// newFlagSet makes a subcommand's flag set whose -h lists every setting
+// with its default and says how the environment and a config file set them.
+func newFlagSet(cmd, args string, out io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("usher "+cmd, flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: usher %s [flags] %s\n\n"+
+			"Every flag can also be set as USHER_<FLAG> (upper case, dashes as underscores, e.g. USHER_HTTP_ADDR)\n"+
+			"or in --config FILE; the command line wins over the environment, which wins over the file.\n\nFlags:\n", cmd, args)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
 // parseFlags parses args, then fills every flag not given on the command
-// line from USHER_<FLAG> in the environment.
+// line from USHER_<FLAG> in the environment, and then from the config file
+// (--config or USHER_CONFIG), whose keys are flag names. It reports every
+// bad setting, each named.
 func parseFlags(fs *flag.FlagSet, args []string) error {
+	var configPath string
+	fs.StringVar(&configPath, "config", "", "optional config file (YAML or JSON) whose keys are these flags' names; flags and USHER_* variables win over it")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -130,12 +150,60 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 		}
 		env := "USHER_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
 		if v, ok := os.LookupEnv(env); ok {
+			set[f.Name] = true
 			if err := f.Value.Set(v); err != nil {
 				errs = append(errs, usagef("%s=%q: %v", env, v, err))
 			}
 		}
 	})
+	if configPath == "" {
+		return errors.Join(errs...)
+	}
+	values, err := readConfig(configPath)
+	if err != nil {
+		return usageError{err}
+	}
+	names := make([]string, 0, len(values))
+	for name := range values {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		f := fs.Lookup(name)
+		switch {
+		case f == nil || name == "config":
+			errs = append(errs, usagef("config %s: %q is not a setting of %s (see -h)", configPath, name, fs.Name()))
+		case !set[name]:
+			if err := f.Value.Set(values[name]); err != nil {
+				errs = append(errs, usagef("config %s: %s: %q: %v", configPath, name, values[name], err))
+			}
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// readConfig reads a flat YAML or JSON object of setting -> value.
+func readConfig(path string) (map[string]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	var raw map[string]any
+	if err := yaml.Unmarshal(b, &raw); err != nil {
+		return nil, fmt.Errorf("config %s: not a YAML or JSON object: %w", path, err)
+	}
+	out := make(map[string]string, len(raw))
+	for k, v := range raw {
+		switch x := v.(type) {
+		case map[string]any, []any:
+			return nil, fmt.Errorf("config %s: %s: must be a single value, got %v", path, k, x)
+		case nil:
+			out[k] = ""
+		default:
+			out[k] = fmt.Sprint(x)
+		}
+	}
+	return out, nil
 }
 
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
@@ -158,16 +226,17 @@ type serveFlags struct {
 	redisURL, namespace, snapshotFile               string
 	grpcAddr, routes, jwks, issuer, audience        string
 	subClaim, tenantClaim, appClaim                 string
-	leeway, jwksRefresh                             time.Duration
+	leeway, jwksRefresh, shutdownDelay              time.Duration
 	evaluateAuth                                    bool
+	decisionLog                                     string
+	decisionLogSample                               float64
 	maxBody                                         int
 	cacheEntries                                    int64
 	drain, maxStaleness, snapshotInterval           time.Duration
 }
 
 func serve(args []string, stderr io.Writer) error {
-	fs := flag.NewFlagSet("usher serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("serve", "", stderr)
 	var f serveFlags
 	fs.StringVar(&f.state, "state", "", "state document to follow, reloaded on change (default: the embedded demo state)")
 	fs.StringVar(&f.redisURL, "redis-url", "", "follow the state in this Redis (redis://, rediss://, redis+cluster://, redis+sentinel://)")
@@ -191,6 +260,9 @@ func serve(args []string, stderr io.Writer) error {
 	fs.IntVar(&f.maxBody, "max-body-bytes", server.DefaultMaxBodyBytes, "largest accepted request body, in bytes")
 	fs.Int64Var(&f.cacheEntries, "cache-entries", 1_000_000, "decision cache capacity in entries; -1 disables the cache")
 	fs.DurationVar(&f.drain, "shutdown-timeout", 10*time.Second, "how long in-flight requests may take to finish after SIGTERM")
+	fs.DurationVar(&f.shutdownDelay, "shutdown-delay", 0, "after SIGTERM, keep serving (not ready, closing connections) this long before the listeners close, so load balancers notice")
+	fs.StringVar(&f.decisionLog, "decision-log", "", "write a JSON line per sampled decision to this file (- for stdout); never blocks a decision")
+	fs.Float64Var(&f.decisionLogSample, "decision-log-sample", 1, "fraction of decisions the decision log keeps, in (0, 1]")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	if err := parseFlags(fs, args); err != nil {
@@ -210,16 +282,33 @@ func serve(args []string, stderr io.Writer) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	var dlog *decision.DecisionLogger
+	if f.decisionLog != "" {
+		w := io.Writer(os.Stdout)
+		if f.decisionLog != "-" {
+			file, err := os.OpenFile(f.decisionLog, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+			if err != nil {
+				return usagef("decision-log: %v", err)
+			}
+			defer file.Close()
+			w = file
+		}
+		if dlog, err = decision.NewDecisionLogger(decision.DecisionLogConfig{W: w, Sample: f.decisionLogSample, Registerer: reg}); err != nil {
+			return usageError{err}
+		}
+		logCtx, stopLog := context.WithCancel(context.Background())
+		go dlog.Run(logCtx)
+		defer func() { stopLog(); dlog.Wait() }() // the last entries are written before exit
+	}
 	var engine *decision.Engine
 	metrics := decision.NewMetrics(reg, func() time.Time { return engine.FreshAt() })
-	engine, err = decision.NewEngine(decision.Config{CacheEntries: f.cacheEntries, Metrics: metrics})
+	engine, err = decision.NewEngine(decision.Config{CacheEntries: f.cacheEntries, Metrics: metrics, Log: dlog})
 	if err != nil {
 		return err
 	}
 	defer engine.Close()
-
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
 
 	reloader, err := policy.NewReloader(policy.ReloaderConfig{
 		Dir: f.policyDir, Apply: func(c *policy.Compiled) { engine.SetPolicy(c) }, Logger: log, Registerer: reg,
@@ -346,7 +435,9 @@ func serve(args []string, stderr io.Writer) error {
 		return err
 	case <-ctx.Done():
 	}
-	log.Info("shutting down: readiness off, draining in-flight requests", "timeout", f.drain)
+	log.Info("shutting down: readiness off, draining in-flight requests", "delay", f.shutdownDelay, "timeout", f.drain)
+	srv.Drain()
+	time.Sleep(f.shutdownDelay)
 	sctx, cancel := context.WithTimeout(context.Background(), f.drain)
 	defer cancel()
 	if grpcSrv != nil {
@@ -380,8 +471,8 @@ func demoSnapshot() (*decision.Snapshot, error) {
 	return decision.NewSnapshot(doc, 1), nil
 }
 
-func eval(args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("usher eval", flag.ContinueOnError)
+func eval(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("eval", "'JSON'", stderr)
 	state := fs.String("state", "", "state document (default: the embedded demo state)")
 	policyDir := fs.String("policy-dir", "", "directory of .rego policies (default: the embedded rego/)")
 	if err := parseFlags(fs, args); err != nil {
@@ -432,8 +523,7 @@ func eval(args []string, stdout io.Writer) error {
 
 // write runs the Redis writer subcommands.
 func write(cmd string, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("usher "+cmd, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet(cmd, map[string]string{"load": "FILE", "put": "KIND JSON", "delete": "KIND TENANT ID", "export": ""}[cmd], stderr)
 	redisURL := fs.String("redis-url", "", "Redis to write (required; redis://, rediss://, redis+cluster://, redis+sentinel://)")
 	namespace := fs.String("namespace", statesync.DefaultNamespace, "Redis key namespace")
 	maxLen := fs.Int64("stream-max-len", statesync.DefaultStreamMaxLen, "change events the stream keeps (approximately)")

@@ -325,6 +325,15 @@ func TestEvalAndVersion(t *testing.T) {
 	if code != 1 || !strings.Contains(stderr, "/nonexistent/state.json") {
 		t.Errorf("usher serve with a missing state file: exit %d stderr %q", code, stderr)
 	}
+	cfg := filepath.Join(t.TempDir(), "usher.yaml")
+	os.WriteFile(cfg, []byte("state: "+path+"\n"), 0o644)
+	if out, stderr, code := runUsher(t, "eval", "--config", cfg, u1Editor); code != 0 || !strings.Contains(out, `"reason":"seat_assigned"`) {
+		t.Errorf("usher eval --config (state from the file) = %q %q exit %d", out, stderr, code)
+	}
+	os.WriteFile(cfg, []byte("state: "+path+"\nstaet: x\n"), 0o644)
+	if _, stderr, code := runUsher(t, "eval", "--config", cfg, u1Editor); code != 2 || !strings.Contains(stderr, `"staet" is not a setting of usher eval`) {
+		t.Errorf("usher eval with a misspelt config key: exit %d stderr %q", code, stderr)
+	}
 	_, stderr, code = runUsher(t, "serve", "--routes", "routes.yaml")
 	if code != 2 || !strings.Contains(stderr, "jwks:") {
 		t.Errorf("usher serve --routes without --jwks: exit %d stderr %q, want 2 naming jwks", code, stderr)
@@ -532,4 +541,76 @@ func TestServeExtAuthz(t *testing.T) {
 	if got := p.evaluate(t, `{"tenant_id": "acme", "subject": {"id": "alice"}, "seat": {"license": "editor"}}`); got["error"] == nil {
 		t.Errorf("evaluate without a token = %v, want an error", got)
 	}
+}
+
+// TestSIGTERMDrains sends SIGTERM while clients are mid-request: readiness
+// turns false, every request sent gets its full answer, and usher exits 0.
+func TestSIGTERMDrains(t *testing.T) {
+	p := startServe(t, nil, "--shutdown-delay", "400ms")
+	var batch strings.Builder
+	batch.WriteString(`{"checks": [`)
+	for i := range 500 {
+		if i > 0 {
+			batch.WriteByte(',')
+		}
+		fmt.Fprintf(&batch, `{"tenant_id": "acme", "subject": {"id": "u%d"}, "seat": {"license": "editor"}}`, i)
+	}
+	batch.WriteString(`]}`)
+	body := batch.String()
+	type tally struct{ ok, failed, draining int }
+	results := make(chan tally, 8)
+	start := make(chan struct{})
+	for range 8 {
+		go func() {
+			var tl tally
+			c := &http.Client{Timeout: 10 * time.Second}
+			<-start
+			for {
+				resp, err := c.Post(p.base+"/v1/evaluate/batch", "application/json", strings.NewReader(body))
+				if err != nil {
+					tl.failed++
+					break
+				}
+				b, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err != nil || resp.StatusCode != 200 || !bytes.HasSuffix(b, []byte("]}")) {
+					tl.failed++
+					break
+				}
+				tl.ok++
+				if resp.Close { // the server is draining: a well-behaved client goes elsewhere
+					tl.draining++
+					break
+				}
+			}
+			results <- tl
+		}()
+	}
+	close(start)
+	time.Sleep(300 * time.Millisecond)
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "readiness to turn false", func() bool {
+		resp, err := http.Get(p.base + "/health/ready")
+		if err != nil {
+			return true
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 503
+	})
+	var total tally
+	for range 8 {
+		tl := <-results
+		total.ok += tl.ok
+		total.failed += tl.failed
+		total.draining += tl.draining
+	}
+	if err := p.cmd.Wait(); err != nil {
+		t.Errorf("usher serve after SIGTERM: %v, want exit 0", err)
+	}
+	if total.failed != 0 || total.ok < 8 || total.draining != 8 {
+		t.Errorf("during the drain: %d requests answered, %d dropped, %d clients told to go; want none dropped and all 8 told", total.ok, total.failed, total.draining)
+	}
+	t.Logf("%d batches answered across the shutdown, none dropped", total.ok)
 }
