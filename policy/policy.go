@@ -73,6 +73,9 @@ func Sources(fsys fs.FS, withTests bool) (map[string]string, error) {
 		if err != nil {
 			return err
 		}
+		if d.IsDir() && p != "." && strings.HasPrefix(d.Name(), ".") {
+			return fs.SkipDir // e.g. a Kubernetes ConfigMap volume's ..data timestamped copies
+		}
 		if d.IsDir() || path.Ext(p) != ".rego" || (!withTests && strings.HasSuffix(p, testFileSufix)) {
 			return nil
 		}

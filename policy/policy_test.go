@@ -138,3 +138,21 @@ func BenchmarkCompile(b *testing.B) {
 		}
 	}
 }
+
+// TestSourcesSkipHiddenDirs: a ConfigMap volume holds each file twice, once
+// in a hidden timestamped directory; only the visible ones are modules.
+func TestSourcesSkipHiddenDirs(t *testing.T) {
+	fsys := shippedWith(t, "..2026_11_30_12_00_00.000/seat.rego", "package usher.seat\ndecision := 1")
+	srcs, err := Sources(fsys, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name := range srcs {
+		if strings.HasPrefix(name, "..") {
+			t.Errorf("Sources read %s from a hidden directory", name)
+		}
+	}
+	if _, err := Compile(context.Background(), fsys, 1); err != nil {
+		t.Errorf("Compile with a hidden copy: %v", err)
+	}
+}

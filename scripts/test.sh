@@ -5,6 +5,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+apt_updated=""
+apt_install() { # package... : Debian packages the tests need
+	if [[ -z "$apt_updated" ]]; then
+		apt-get update -qq
+		apt_updated=1
+	fi
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
 redis_ping() { # host port -> 0 when a Redis answers PING
 	{ exec 3<>"/dev/tcp/$1/$2"; } 2>/dev/null || return 1
 	printf 'PING\r\n' >&3
@@ -20,7 +29,7 @@ if [[ -z "${USHER_TEST_REDIS_URL:-}" ]]; then
 	else
 		if ! command -v redis-server >/dev/null; then
 			echo "test.sh: no Redis answers on 127.0.0.1:6379; installing Debian's redis-server" >&2
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+			apt_install redis-server
 		fi
 		port=""
 		for p in $(seq 16379 16479); do
@@ -37,6 +46,16 @@ if [[ -z "${USHER_TEST_REDIS_URL:-}" ]]; then
 	fi
 fi
 echo "test.sh: Redis for tests at $USHER_TEST_REDIS_URL" >&2
+# The restart test runs a redis-server of its own; the alert rules are
+# checked with promtool.
+# checked with promtool. Outside CI a failed install only skips those tests.
+need() { # command package
+	command -v "$1" >/dev/null && return
+	echo "test.sh: installing Debian's $2 (for $1)" >&2
+	apt_install "$2" || [[ "${CI:-}" != true ]]
+}
+need redis-server redis-server
+need promtool prometheus
 
 go vet ./...
 if [[ $# -eq 0 ]]; then set -- ./...; fi
