@@ -1,6 +1,7 @@
 package decision_test
 
 import (
+	"bytes"
 	"math/rand/v2"
 	"runtime"
 	"sync"
@@ -165,5 +166,24 @@ func BenchmarkApplyChange(b *testing.B) {
 			b.Fatal("record count changed")
 		}
 		i++
+	}
+}
+
+// BenchmarkLoadDocument parses the 1,000,000-record state document and
+// builds its snapshot: what `usher serve --state` does at start.
+func BenchmarkLoadDocument(b *testing.B) {
+	var buf bytes.Buffer
+	if _, err := gen.Generate(gen.Default()).WriteTo(&buf); err != nil {
+		b.Fatal(err)
+	}
+	raw := buf.Bytes()
+	b.SetBytes(int64(len(raw)))
+	b.ResetTimer()
+	for b.Loop() {
+		doc, err := decision.ParseDocument(bytes.NewReader(raw))
+		if err != nil {
+			b.Fatal(err)
+		}
+		decision.NewSnapshot(doc, 1)
 	}
 }

@@ -186,8 +186,11 @@ func typeName(k string) string {
 // DecodeLicense parses and validates one license record.
 func DecodeLicense(m []byte) (*License, error) {
 	var w licenseWire
-	if err := decode(KindLicense, m, &w); err != nil {
-		return nil, err
+	if !fastLicense(m, &w) {
+		w = licenseWire{}
+		if err := decode(KindLicense, m, &w); err != nil {
+			return nil, err
+		}
 	}
 	c := checker{kind: KindLicense, id: w.ID}
 	c.id_("id", w.ID, true)
@@ -228,8 +231,11 @@ func DecodeLicense(m []byte) (*License, error) {
 // DecodeAssignment parses and validates one assignment record.
 func DecodeAssignment(m []byte) (*Assignment, error) {
 	var w assignmentWire
-	if err := decode(KindAssignment, m, &w); err != nil {
-		return nil, err
+	if !fastAssignment(m, &w) {
+		w = assignmentWire{}
+		if err := decode(KindAssignment, m, &w); err != nil {
+			return nil, err
+		}
 	}
 	c := checker{kind: KindAssignment, id: w.ID}
 	c.id_("id", w.ID, true)
@@ -265,8 +271,11 @@ func DecodeAssignment(m []byte) (*Assignment, error) {
 // DecodeEntitlement parses and validates one entitlement record.
 func DecodeEntitlement(m []byte) (*Entitlement, error) {
 	var w entitlementWire
-	if err := decode(KindEntitlement, m, &w); err != nil {
-		return nil, err
+	if !fastEntitlement(m, &w) {
+		w = entitlementWire{}
+		if err := decode(KindEntitlement, m, &w); err != nil {
+			return nil, err
+		}
 	}
 	c := checker{kind: KindEntitlement, id: w.ID}
 	c.id_("id", w.ID, true)
@@ -301,8 +310,11 @@ func DecodeEntitlement(m []byte) (*Entitlement, error) {
 // DecodeGroup parses and validates one group record.
 func DecodeGroup(m []byte) (*Group, error) {
 	var w groupWire
-	if err := decode(KindGroup, m, &w); err != nil {
-		return nil, err
+	if !fastGroup(m, &w) {
+		w = groupWire{}
+		if err := decode(KindGroup, m, &w); err != nil {
+			return nil, err
+		}
 	}
 	c := checker{kind: KindGroup, id: w.ID}
 	c.id_("id", w.ID, true)

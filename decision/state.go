@@ -8,7 +8,10 @@ import (
 	"io"
 	"math"
 	"strconv"
+	"strings"
 	"time"
+
+	"github.com/usher-authz/usher/internal/jsonscan"
 )
 
 // Instant is a point in time in Unix nanoseconds. NoTime stands for a JSON
@@ -241,7 +244,16 @@ func (e *RecordError) Unwrap() error { return ErrInvalid }
 // ParseDocument reads and validates a state document. It reports every
 // rule violation (joined), or returns a document in which every rule holds.
 func ParseDocument(r io.Reader) (*Document, error) {
-	doc, err := DecodeDocument(r)
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return nil, fmt.Errorf("read state: %w", err)
+	}
+	return ParseDocumentBytes(b)
+}
+
+// ParseDocumentBytes is ParseDocument over a document in memory.
+func ParseDocumentBytes(b []byte) (*Document, error) {
+	doc, err := DecodeDocumentBytes(b)
 	if err != nil {
 		return nil, err
 	}
@@ -255,6 +267,112 @@ func ParseDocument(r io.Reader) (*Document, error) {
 // but not the rules that span records (see Validate): for merging a
 // partial document into a larger state before validating the whole.
 func DecodeDocument(r io.Reader) (*Document, error) {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return nil, fmt.Errorf("read state: %w", err)
+	}
+	return DecodeDocumentBytes(b)
+}
+
+// DecodeDocumentBytes is DecodeDocument over a document in memory. Records
+// are found in place (no copy of the document); each is decoded and
+// checked on its own.
+func DecodeDocumentBytes(b []byte) (*Document, error) {
+	if doc, errs, ok := scanDocument(b); ok {
+		if len(errs) > 0 {
+			return nil, errors.Join(errs...)
+		}
+		return doc, nil
+	}
+	return decodeDocumentSlow(bytes.NewReader(b))
+}
+
+// scanDocument walks the document's record arrays with jsonscan; it
+// reports false for anything unusual, which the encoding/json path then
+// reads (and explains, when it is an error).
+func scanDocument(b []byte) (*Document, []error, bool) {
+	p := jsonscan.Scanner{Buf: b}
+	if !p.Byte('{') {
+		return nil, nil, false
+	}
+	doc := &Document{}
+	var errs []error
+	seen := map[string]bool{}
+	ok := p.Object(func(key string) bool {
+		var decode func(i int, m []byte)
+		switch key {
+		case "licenses":
+			decode = func(i int, m []byte) {
+				if r, err := DecodeLicense(m); err != nil {
+					errs = append(errs, at(err, i))
+				} else {
+					doc.Licenses = append(doc.Licenses, r)
+				}
+			}
+		case "assignments":
+			decode = func(i int, m []byte) {
+				if r, err := DecodeAssignment(m); err != nil {
+					errs = append(errs, at(err, i))
+				} else {
+					doc.Assignments = append(doc.Assignments, r)
+				}
+			}
+		case "entitlements":
+			decode = func(i int, m []byte) {
+				if r, err := DecodeEntitlement(m); err != nil {
+					errs = append(errs, at(err, i))
+				} else {
+					doc.Entitlements = append(doc.Entitlements, r)
+				}
+			}
+		case "groups":
+			decode = func(i int, m []byte) {
+				if r, err := DecodeGroup(m); err != nil {
+					errs = append(errs, at(err, i))
+				} else {
+					doc.Groups = append(doc.Groups, r)
+				}
+			}
+		default:
+			for _, k := range [...]string{"licenses", "assignments", "entitlements", "groups"} {
+				if strings.EqualFold(key, k) {
+					return false // encoding/json matches keys without case
+				}
+			}
+			return p.Skip()
+		}
+		if seen[key] {
+			return false // a repeated key replaces the first in encoding/json
+		}
+		seen[key] = true
+		if p.Null() {
+			return true
+		}
+		if !p.Byte('[') {
+			return false
+		}
+		if p.Byte(']') {
+			return true
+		}
+		for i := 0; ; i++ {
+			m, ok := p.Span()
+			if !ok {
+				return false
+			}
+			decode(i, m)
+			if p.Byte(',') {
+				continue
+			}
+			return p.Byte(']')
+		}
+	})
+	if !ok || !p.Done() {
+		return nil, nil, false
+	}
+	return doc, errs, true
+}
+
+func decodeDocumentSlow(r io.Reader) (*Document, error) {
 	var raw struct {
 		Licenses     []json.RawMessage `json:"licenses"`
 		Assignments  []json.RawMessage `json:"assignments"`

@@ -235,12 +235,15 @@ func (f *RedisFollower) Run(ctx context.Context) {
 			}
 			verify = false
 		}
-		streams, err := f.cfg.Client.XRead(ctx, &redis.XReadArgs{
-			Streams: []string{f.k.Changes(), f.pos}, Count: f.cfg.Batch, Block: f.cfg.Block,
-		}).Result()
+		// One round trip: the read, then the stream's state right after it.
+		pipe := f.cfg.Client.Pipeline()
+		xr := pipe.XRead(ctx, &redis.XReadArgs{Streams: []string{f.k.Changes(), f.pos}, Count: f.cfg.Batch, Block: f.cfg.Block})
+		xi := pipe.XInfoStream(ctx, f.k.Changes())
+		pipe.Exec(ctx)
 		if ctx.Err() != nil {
 			return
 		}
+		streams, err := xr.Result()
 		if errors.Is(err, redis.Nil) {
 			f.up()
 			backoff = f.cfg.BackoffMin
@@ -249,8 +252,8 @@ func (f *RedisFollower) Run(ctx context.Context) {
 		if err == nil {
 			// Entries trimmed after our position were never read: reload.
 			var ok bool
-			if ok, err = f.holds(ctx); err == nil && !ok {
-				f.log.Warn("the change stream was trimmed past our position; reloading in full", "position", f.pos)
+			if ok, err = f.stillHeld(xi); err == nil && !ok {
+				f.log.Warn("the change stream was trimmed past our position, or lost; reloading in full", "position", f.pos)
 				needLoad = true
 				continue
 			}
@@ -282,6 +285,22 @@ func (f *RedisFollower) down(err error) {
 	f.setState(StateDisconnected)
 	f.setErr(err)
 	f.log.Warn("redis sync interrupted; serving the last snapshot", "error", err, "position", f.pos)
+}
+
+// stillHeld checks, from an XINFO STREAM taken right after a read, that
+// nothing after our position was trimmed and the stream was not recreated.
+func (f *RedisFollower) stillHeld(xi *redis.XInfoStreamCmd) (bool, error) {
+	info, err := xi.Result()
+	if err != nil {
+		if strings.Contains(err.Error(), "no such key") {
+			return false, nil // we just read from it: it vanished since
+		}
+		return false, err
+	}
+	if info.EntriesAdded < f.entriesAdded {
+		return false, nil
+	}
+	return info.MaxDeletedEntryID == "" || !streamLess(f.pos, info.MaxDeletedEntryID), nil
 }
 
 // holds reports whether the stream still holds everything after our

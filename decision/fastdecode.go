@@ -1,0 +1,249 @@
+package decision
+
+import (
+	"strings"
+
+	"github.com/usher-authz/usher/internal/jsonscan"
+)
+
+// The fast decoders fill a record's wire struct exactly as json.Unmarshal
+// would for the common shape of records; for anything else (escapes,
+// non-ASCII, a key that differs from a known one only in case, a value of
+// another type) they report false and the encoding/json path decodes the
+// record and words its error.
+
+// fastObject reads one object, handing each member to field, which
+// reports (known, ok); unknown members are skipped unless they match a
+// known key but for case.
+func fastObject(b []byte, keys []string, field func(p *jsonscan.Scanner, key string) (bool, bool)) bool {
+	p := jsonscan.Scanner{Buf: b}
+	if !p.Byte('{') {
+		return false
+	}
+	ok := p.Object(func(key string) bool {
+		if known, ok := field(&p, key); known {
+			return ok
+		}
+		for _, k := range keys {
+			if strings.EqualFold(k, key) {
+				return false
+			}
+		}
+		return p.Skip()
+	})
+	return ok && p.Done()
+}
+
+func str(p *jsonscan.Scanner, dst *string) bool {
+	if p.Null() {
+		return true
+	}
+	var s string
+	if !p.RawString(&s) {
+		return false
+	}
+	*dst = strings.Clone(s)
+	return true
+}
+
+func optStr(p *jsonscan.Scanner, dst **string) bool {
+	if p.Null() {
+		*dst = nil
+		return true
+	}
+	var s string
+	if !p.RawString(&s) {
+		return false
+	}
+	c := strings.Clone(s)
+	*dst = &c
+	return true
+}
+
+func num(p *jsonscan.Scanner, dst *int64) bool { return p.Null() || p.Int(dst) }
+
+func optNum(p *jsonscan.Scanner, dst **int64) bool {
+	if p.Null() {
+		*dst = nil
+		return true
+	}
+	var n int64
+	if !p.Int(&n) {
+		return false
+	}
+	*dst = &n
+	return true
+}
+
+func boolean(p *jsonscan.Scanner, dst *bool) bool { return p.Null() || p.Bool(dst) }
+
+var licenseKeys = []string{"id", "tenant_id", "name", "description", "asset_id", "seat_limit", "type", "status",
+	"valid_from", "expires_at", "lease_duration_s", "app_id", "created_at", "updated_at", "is_deleted"}
+
+func fastLicense(b []byte, w *licenseWire) bool {
+	return fastObject(b, licenseKeys, func(p *jsonscan.Scanner, key string) (bool, bool) {
+		switch key {
+		case "id":
+			return true, str(p, &w.ID)
+		case "tenant_id":
+			return true, str(p, &w.TenantID)
+		case "name":
+			return true, str(p, &w.Name)
+		case "description":
+			return true, str(p, &w.Description)
+		case "asset_id":
+			return true, str(p, &w.AssetID)
+		case "seat_limit":
+			return true, optNum(p, &w.SeatLimit)
+		case "type":
+			return true, str(p, &w.Type)
+		case "status":
+			return true, str(p, &w.Status)
+		case "valid_from":
+			return true, optStr(p, &w.ValidFrom)
+		case "expires_at":
+			return true, optStr(p, &w.ExpiresAt)
+		case "lease_duration_s":
+			return true, num(p, &w.LeaseDurationS)
+		case "app_id":
+			return true, str(p, &w.AppID)
+		case "created_at":
+			return true, optStr(p, &w.CreatedAt)
+		case "updated_at":
+			return true, optStr(p, &w.UpdatedAt)
+		case "is_deleted":
+			return true, boolean(p, &w.IsDeleted)
+		}
+		return false, false
+	})
+}
+
+var assignmentKeys = []string{"id", "tenant_id", "license_id", "assignee_id", "assignee_type", "asset_id", "reservation",
+	"status", "assigned_at", "valid_from", "expires_at", "is_deleted", "app_id", "last_used_at"}
+
+func fastAssignment(b []byte, w *assignmentWire) bool {
+	return fastObject(b, assignmentKeys, func(p *jsonscan.Scanner, key string) (bool, bool) {
+		switch key {
+		case "id":
+			return true, str(p, &w.ID)
+		case "tenant_id":
+			return true, str(p, &w.TenantID)
+		case "license_id":
+			return true, str(p, &w.LicenseID)
+		case "assignee_id":
+			return true, str(p, &w.AssigneeID)
+		case "assignee_type":
+			return true, str(p, &w.AssigneeType)
+		case "asset_id":
+			return true, str(p, &w.AssetID)
+		case "reservation":
+			return true, str(p, &w.Reservation)
+		case "status":
+			return true, str(p, &w.Status)
+		case "assigned_at":
+			return true, optStr(p, &w.AssignedAt)
+		case "valid_from":
+			return true, optStr(p, &w.ValidFrom)
+		case "expires_at":
+			return true, optStr(p, &w.ExpiresAt)
+		case "is_deleted":
+			return true, boolean(p, &w.IsDeleted)
+		case "app_id":
+			return true, str(p, &w.AppID)
+		case "last_used_at":
+			return true, optStr(p, &w.LastUsedAt)
+		}
+		return false, false
+	})
+}
+
+var entitlementKeys = []string{"id", "tenant_id", "asset_id", "principal_id", "principal_type", "entitlement_type",
+	"grant_source", "status", "granted_at", "valid_from", "expires_at", "is_deleted", "app_id"}
+
+func fastEntitlement(b []byte, w *entitlementWire) bool {
+	return fastObject(b, entitlementKeys, func(p *jsonscan.Scanner, key string) (bool, bool) {
+		switch key {
+		case "id":
+			return true, str(p, &w.ID)
+		case "tenant_id":
+			return true, str(p, &w.TenantID)
+		case "asset_id":
+			return true, str(p, &w.AssetID)
+		case "principal_id":
+			return true, str(p, &w.PrincipalID)
+		case "principal_type":
+			return true, str(p, &w.PrincipalType)
+		case "entitlement_type":
+			return true, str(p, &w.EntitlementType)
+		case "grant_source":
+			return true, str(p, &w.GrantSource)
+		case "status":
+			return true, str(p, &w.Status)
+		case "granted_at":
+			return true, optStr(p, &w.GrantedAt)
+		case "valid_from":
+			return true, optStr(p, &w.ValidFrom)
+		case "expires_at":
+			return true, optStr(p, &w.ExpiresAt)
+		case "is_deleted":
+			return true, boolean(p, &w.IsDeleted)
+		case "app_id":
+			return true, str(p, &w.AppID)
+		}
+		return false, false
+	})
+}
+
+var groupKeys, memberKeys = []string{"id", "tenant_id", "members"}, []string{"id", "type"}
+
+func fastGroup(b []byte, w *groupWire) bool {
+	return fastObject(b, groupKeys, func(p *jsonscan.Scanner, key string) (bool, bool) {
+		switch key {
+		case "id":
+			return true, str(p, &w.ID)
+		case "tenant_id":
+			return true, str(p, &w.TenantID)
+		case "members":
+			return true, members(p, w)
+		}
+		return false, false
+	})
+}
+
+func members(p *jsonscan.Scanner, w *groupWire) bool {
+	if p.Null() {
+		w.Members = nil
+		return true
+	}
+	if !p.Byte('[') {
+		return false
+	}
+	w.Members = []memberWire{}
+	if p.Byte(']') {
+		return true
+	}
+	for {
+		var m memberWire
+		if !p.Byte('{') || !p.Object(func(key string) bool {
+			switch key {
+			case "id":
+				return str(p, &m.ID)
+			case "type":
+				return str(p, &m.Type)
+			}
+			for _, k := range memberKeys {
+				if strings.EqualFold(k, key) {
+					return false
+				}
+			}
+			return p.Skip()
+		}) {
+			return false
+		}
+		w.Members = append(w.Members, m)
+		if p.Byte(',') {
+			continue
+		}
+		return p.Byte(']')
+	}
+}
