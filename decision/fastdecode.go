@@ -17,11 +17,16 @@ import (
 // known key but for case.
 func fastObject(b []byte, keys []string, field func(p *jsonscan.Scanner, key string) (bool, bool)) bool {
 	p := jsonscan.Scanner{Buf: b}
+	return fastObjectAt(&p, keys, field) && p.Done()
+}
+
+// fastObjectAt reads one object at the scanner's position.
+func fastObjectAt(p *jsonscan.Scanner, keys []string, field func(p *jsonscan.Scanner, key string) (bool, bool)) bool {
 	if !p.Byte('{') {
 		return false
 	}
-	ok := p.Object(func(key string) bool {
-		if known, ok := field(&p, key); known {
+	return p.Object(func(key string) bool {
+		if known, ok := field(p, key); known {
 			return ok
 		}
 		for _, k := range keys {
@@ -31,7 +36,6 @@ func fastObject(b []byte, keys []string, field func(p *jsonscan.Scanner, key str
 		}
 		return p.Skip()
 	})
-	return ok && p.Done()
 }
 
 func str(p *jsonscan.Scanner, dst *string) bool {
@@ -81,7 +85,12 @@ var licenseKeys = []string{"id", "tenant_id", "name", "description", "asset_id",
 	"valid_from", "expires_at", "lease_duration_s", "app_id", "created_at", "updated_at", "is_deleted"}
 
 func fastLicense(b []byte, w *licenseWire) bool {
-	return fastObject(b, licenseKeys, func(p *jsonscan.Scanner, key string) (bool, bool) {
+	p := jsonscan.Scanner{Buf: b}
+	return fastLicenseAt(&p, w) && p.Done()
+}
+
+func fastLicenseAt(p *jsonscan.Scanner, w *licenseWire) bool {
+	return fastObjectAt(p, licenseKeys, func(p *jsonscan.Scanner, key string) (bool, bool) {
 		switch key {
 		case "id":
 			return true, str(p, &w.ID)
@@ -122,7 +131,12 @@ var assignmentKeys = []string{"id", "tenant_id", "license_id", "assignee_id", "a
 	"status", "assigned_at", "valid_from", "expires_at", "is_deleted", "app_id", "last_used_at"}
 
 func fastAssignment(b []byte, w *assignmentWire) bool {
-	return fastObject(b, assignmentKeys, func(p *jsonscan.Scanner, key string) (bool, bool) {
+	p := jsonscan.Scanner{Buf: b}
+	return fastAssignmentAt(&p, w) && p.Done()
+}
+
+func fastAssignmentAt(p *jsonscan.Scanner, w *assignmentWire) bool {
+	return fastObjectAt(p, assignmentKeys, func(p *jsonscan.Scanner, key string) (bool, bool) {
 		switch key {
 		case "id":
 			return true, str(p, &w.ID)
@@ -161,7 +175,12 @@ var entitlementKeys = []string{"id", "tenant_id", "asset_id", "principal_id", "p
 	"grant_source", "status", "granted_at", "valid_from", "expires_at", "is_deleted", "app_id"}
 
 func fastEntitlement(b []byte, w *entitlementWire) bool {
-	return fastObject(b, entitlementKeys, func(p *jsonscan.Scanner, key string) (bool, bool) {
+	p := jsonscan.Scanner{Buf: b}
+	return fastEntitlementAt(&p, w) && p.Done()
+}
+
+func fastEntitlementAt(p *jsonscan.Scanner, w *entitlementWire) bool {
+	return fastObjectAt(p, entitlementKeys, func(p *jsonscan.Scanner, key string) (bool, bool) {
 		switch key {
 		case "id":
 			return true, str(p, &w.ID)
@@ -197,7 +216,12 @@ func fastEntitlement(b []byte, w *entitlementWire) bool {
 var groupKeys, memberKeys = []string{"id", "tenant_id", "members"}, []string{"id", "type"}
 
 func fastGroup(b []byte, w *groupWire) bool {
-	return fastObject(b, groupKeys, func(p *jsonscan.Scanner, key string) (bool, bool) {
+	p := jsonscan.Scanner{Buf: b}
+	return fastGroupAt(&p, w) && p.Done()
+}
+
+func fastGroupAt(p *jsonscan.Scanner, w *groupWire) bool {
+	return fastObjectAt(p, groupKeys, func(p *jsonscan.Scanner, key string) (bool, bool) {
 		switch key {
 		case "id":
 			return true, str(p, &w.ID)
@@ -246,4 +270,25 @@ func members(p *jsonscan.Scanner, w *groupWire) bool {
 		}
 		return p.Byte(']')
 	}
+}
+
+// decodeAt decodes the record at the scanner's position in one pass, or,
+// when the fast path cannot, finds its end and decodes it the slow way.
+// It reports false only when the document itself is not well-formed.
+func decodeAt[W any, R any](p *jsonscan.Scanner, fast func(*jsonscan.Scanner, *W) bool, slow func([]byte) (R, error),
+	record func(*W) (R, error)) (R, error, bool) {
+	start := p.I
+	var w W
+	if fast(p, &w) {
+		r, err := record(&w)
+		return r, err, true
+	}
+	p.I = start
+	m, ok := p.Span()
+	if !ok {
+		var zero R
+		return zero, nil, false
+	}
+	r, err := slow(m)
+	return r, err, true
 }

@@ -192,6 +192,11 @@ func DecodeLicense(m []byte) (*License, error) {
 			return nil, err
 		}
 	}
+	return w.record()
+}
+
+// record checks the decoded fields and builds the record.
+func (w *licenseWire) record() (*License, error) {
 	c := checker{kind: KindLicense, id: w.ID}
 	c.id_("id", w.ID, true)
 	c.id_("tenant_id", w.TenantID, true)
@@ -237,6 +242,11 @@ func DecodeAssignment(m []byte) (*Assignment, error) {
 			return nil, err
 		}
 	}
+	return w.record()
+}
+
+// record checks the decoded fields and builds the record.
+func (w *assignmentWire) record() (*Assignment, error) {
 	c := checker{kind: KindAssignment, id: w.ID}
 	c.id_("id", w.ID, true)
 	c.id_("tenant_id", w.TenantID, true)
@@ -277,6 +287,11 @@ func DecodeEntitlement(m []byte) (*Entitlement, error) {
 			return nil, err
 		}
 	}
+	return w.record()
+}
+
+// record checks the decoded fields and builds the record.
+func (w *entitlementWire) record() (*Entitlement, error) {
 	c := checker{kind: KindEntitlement, id: w.ID}
 	c.id_("id", w.ID, true)
 	c.id_("tenant_id", w.TenantID, true)
@@ -316,6 +331,11 @@ func DecodeGroup(m []byte) (*Group, error) {
 			return nil, err
 		}
 	}
+	return w.record()
+}
+
+// record checks the decoded fields and builds the record.
+func (w *groupWire) record() (*Group, error) {
 	c := checker{kind: KindGroup, id: w.ID}
 	c.id_("id", w.ID, true)
 	c.id_("tenant_id", w.TenantID, true)

@@ -1,6 +1,7 @@
 package decision
 
 import (
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -96,11 +97,10 @@ func NewSnapshot(doc *Document, rev uint64) *Snapshot {
 // tenant is rebuilt from its document (a nil or empty document removes
 // it). Tenants not listed are shared with s, cached decisions included.
 func (s *Snapshot) WithTenants(rev uint64, docs map[string]*Document) *Snapshot {
-	n := &Snapshot{Revision: rev, Built: time.Now(), tenants: make(map[string]*Tenant, len(s.tenants)), counts: s.counts}
-	for id, t := range s.tenants {
-		n.tenants[id] = t
-	}
-	in := make(interner)
+	n := &Snapshot{Revision: rev, Built: time.Now(), tenants: maps.Clone(s.tenants), counts: s.counts}
+	// No interning: the records of a rebuilt tenant mostly come from the
+	// previous snapshot and already share their strings.
+	var in interner
 	for id, d := range docs {
 		if old := n.tenants[id]; old != nil {
 			n.count(old, -1)
@@ -173,8 +173,8 @@ func (t *Tenant) LicenseAssignments(licenseID string) []*Assignment {
 type interner map[string]string
 
 func (in interner) of(s string) string {
-	if s == "" {
-		return ""
+	if s == "" || in == nil {
+		return s
 	}
 	if v, ok := in[s]; ok {
 		return v

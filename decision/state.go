@@ -299,39 +299,47 @@ func scanDocument(b []byte) (*Document, []error, bool) {
 	var errs []error
 	seen := map[string]bool{}
 	ok := p.Object(func(key string) bool {
-		var decode func(i int, m []byte)
+		var decode func(i int) bool
 		switch key {
 		case "licenses":
-			decode = func(i int, m []byte) {
-				if r, err := DecodeLicense(m); err != nil {
+			decode = func(i int) bool {
+				r, err, ok := decodeAt(&p, fastLicenseAt, DecodeLicense, (*licenseWire).record)
+				if err != nil {
 					errs = append(errs, at(err, i))
-				} else {
+				} else if ok {
 					doc.Licenses = append(doc.Licenses, r)
 				}
+				return ok
 			}
 		case "assignments":
-			decode = func(i int, m []byte) {
-				if r, err := DecodeAssignment(m); err != nil {
+			decode = func(i int) bool {
+				r, err, ok := decodeAt(&p, fastAssignmentAt, DecodeAssignment, (*assignmentWire).record)
+				if err != nil {
 					errs = append(errs, at(err, i))
-				} else {
+				} else if ok {
 					doc.Assignments = append(doc.Assignments, r)
 				}
+				return ok
 			}
 		case "entitlements":
-			decode = func(i int, m []byte) {
-				if r, err := DecodeEntitlement(m); err != nil {
+			decode = func(i int) bool {
+				r, err, ok := decodeAt(&p, fastEntitlementAt, DecodeEntitlement, (*entitlementWire).record)
+				if err != nil {
 					errs = append(errs, at(err, i))
-				} else {
+				} else if ok {
 					doc.Entitlements = append(doc.Entitlements, r)
 				}
+				return ok
 			}
 		case "groups":
-			decode = func(i int, m []byte) {
-				if r, err := DecodeGroup(m); err != nil {
+			decode = func(i int) bool {
+				r, err, ok := decodeAt(&p, fastGroupAt, DecodeGroup, (*groupWire).record)
+				if err != nil {
 					errs = append(errs, at(err, i))
-				} else {
+				} else if ok {
 					doc.Groups = append(doc.Groups, r)
 				}
+				return ok
 			}
 		default:
 			for _, k := range [...]string{"licenses", "assignments", "entitlements", "groups"} {
@@ -355,11 +363,9 @@ func scanDocument(b []byte) (*Document, []error, bool) {
 			return true
 		}
 		for i := 0; ; i++ {
-			m, ok := p.Span()
-			if !ok {
+			if !decode(i) {
 				return false
 			}
-			decode(i, m)
 			if p.Byte(',') {
 				continue
 			}

@@ -407,12 +407,14 @@ type tenantEdit [len(Kinds)]map[string]any
 func newEdit(d *decision.Document) *tenantEdit {
 	var e tenantEdit
 	for i, kind := range Kinds {
-		e[i] = map[string]any{}
+		var recs []any
 		if d != nil {
-			for _, r := range records(d, kind) {
-				_, id := identity(r)
-				e[i][id] = r
-			}
+			recs = records(d, kind)
+		}
+		e[i] = make(map[string]any, len(recs)+1)
+		for _, r := range recs {
+			_, id := identity(r)
+			e[i][id] = r
 		}
 	}
 	return &e

@@ -30,7 +30,7 @@ type follower struct {
 	done chan struct{}
 }
 
-func startFollower(t *testing.T, url, ns, snapshotFile string) *follower {
+func startFollower(t testing.TB, url, ns, snapshotFile string) *follower {
 	t.Helper()
 	c, err := statesync.NewClient(url, "usher-sidecar-"+ns)
 	if err != nil {
@@ -60,7 +60,7 @@ func startFollower(t *testing.T, url, ns, snapshotFile string) *follower {
 }
 
 // testLog sends the follower's log to the test's.
-type testLog struct{ t *testing.T }
+type testLog struct{ t testing.TB }
 
 func (l testLog) Write(p []byte) (int, error) {
 	l.t.Log(strings.TrimSpace(string(p)))

@@ -19,7 +19,7 @@ import (
 // testRedis returns the test Redis (USHER_TEST_REDIS_URL) and a namespace
 // of this test's own, removed afterwards. Without a Redis the test is
 // skipped, except under CI=true, where it fails.
-func testRedis(t *testing.T) (redis.UniversalClient, string, string) {
+func testRedis(t testing.TB) (redis.UniversalClient, string, string) {
 	t.Helper()
 	url := os.Getenv("USHER_TEST_REDIS_URL")
 	if url == "" {
@@ -46,7 +46,7 @@ func testRedis(t *testing.T) (redis.UniversalClient, string, string) {
 	return c, ns, url
 }
 
-func newWriter(t *testing.T, c redis.UniversalClient, ns string) *statesync.Writer {
+func newWriter(t testing.TB, c redis.UniversalClient, ns string) *statesync.Writer {
 	t.Helper()
 	w, err := statesync.NewWriter(statesync.WriterConfig{Client: c, Namespace: ns})
 	if err != nil {
@@ -55,7 +55,7 @@ func newWriter(t *testing.T, c redis.UniversalClient, ns string) *statesync.Writ
 	return w
 }
 
-func parse(t *testing.T, s string) *decision.Document {
+func parse(t testing.TB, s string) *decision.Document {
 	t.Helper()
 	d, err := decision.DecodeDocument(strings.NewReader(s))
 	if err != nil {
@@ -64,7 +64,7 @@ func parse(t *testing.T, s string) *decision.Document {
 	return d
 }
 
-func render(t *testing.T, d *decision.Document) string {
+func render(t testing.TB, d *decision.Document) string {
 	t.Helper()
 	var b bytes.Buffer
 	if _, err := decision.NewSnapshot(d, 0).Document().WriteTo(&b); err != nil {
