@@ -144,10 +144,7 @@ func (s *Snapshot) Document() *Document {
 	d := &Document{}
 	for _, id := range s.TenantIDs() {
 		t := s.tenants[id]
-		d.Licenses = append(d.Licenses, t.Licenses...)
-		d.Assignments = append(d.Assignments, t.Assignments...)
-		d.Entitlements = append(d.Entitlements, t.Entitlements...)
-		d.Groups = append(d.Groups, t.Groups...)
+		d.Append(&Document{Licenses: t.Licenses, Assignments: t.Assignments, Entitlements: t.Entitlements, Groups: t.Groups})
 	}
 	return d
 }

@@ -207,6 +207,14 @@ type Document struct {
 	Groups       []*Group
 }
 
+// Append adds o's records to d.
+func (d *Document) Append(o *Document) {
+	d.Licenses = append(d.Licenses, o.Licenses...)
+	d.Assignments = append(d.Assignments, o.Assignments...)
+	d.Entitlements = append(d.Entitlements, o.Entitlements...)
+	d.Groups = append(d.Groups, o.Groups...)
+}
+
 // Len returns the number of records of all kinds.
 func (d *Document) Len() int {
 	return len(d.Licenses) + len(d.Assignments) + len(d.Entitlements) + len(d.Groups)

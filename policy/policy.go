@@ -237,6 +237,31 @@ func EntInput(f decision.EntFacts) map[string]any {
 func seatInput(f decision.SeatFacts) ast.Value { return ast.MustInterfaceToValue(SeatInput(f)) }
 func entInput(f decision.EntFacts) ast.Value   { return ast.MustInterfaceToValue(EntInput(f)) }
 
+// InvertImplies turns an implication table (type -> types it implies)
+// into its transitive inverse: for each type, every other type whose
+// holders also hold it, sorted. Cycles are harmless.
+func InvertImplies(direct map[string][]string) map[string][]string {
+	implying := map[string][]string{}
+	for from := range direct {
+		seen := map[string]bool{from: true}
+		queue := append([]string(nil), direct[from]...)
+		for len(queue) > 0 {
+			to := queue[0]
+			queue = queue[1:]
+			if seen[to] {
+				continue
+			}
+			seen[to] = true
+			implying[to] = append(implying[to], from)
+			queue = append(queue, direct[to]...)
+		}
+	}
+	for t := range implying {
+		sort.Strings(implying[t])
+	}
+	return implying
+}
+
 // implications reads the implication table and inverts its transitive
 // closure: for each type, every other type that implies it.
 func implications(ctx context.Context, compiler *ast.Compiler) (map[string][]string, error) {
@@ -268,23 +293,6 @@ func implications(ctx context.Context, compiler *ast.Compiler) (map[string][]str
 			}
 		}
 	}
-	implying := map[string][]string{}
-	for from := range direct {
-		seen := map[string]bool{from: true}
-		queue := append([]string(nil), direct[from]...)
-		for len(queue) > 0 {
-			to := queue[0]
-			queue = queue[1:]
-			if seen[to] {
-				continue
-			}
-			seen[to] = true
-			implying[to] = append(implying[to], from)
-			queue = append(queue, direct[to]...)
-		}
-	}
-	for t := range implying {
-		sort.Strings(implying[t])
-	}
+	implying := InvertImplies(direct)
 	return implying, nil
 }

@@ -361,10 +361,7 @@ func (f *RedisFollower) fullLoad(ctx context.Context) error {
 		}
 		bad = append(bad, b...)
 		for _, d := range docs {
-			whole.Licenses = append(whole.Licenses, d.Licenses...)
-			whole.Assignments = append(whole.Assignments, d.Assignments...)
-			whole.Entitlements = append(whole.Entitlements, d.Entitlements...)
-			whole.Groups = append(whole.Groups, d.Groups...)
+			whole.Append(d)
 		}
 	}
 	f.reportBad(bad)

@@ -269,10 +269,7 @@ func (w *Writer) Load(ctx context.Context, doc *decision.Document, replace bool)
 		whole := &decision.Document{}
 		for _, t := range tenants {
 			d := merged[t]
-			whole.Licenses = append(whole.Licenses, d.Licenses...)
-			whole.Assignments = append(whole.Assignments, d.Assignments...)
-			whole.Entitlements = append(whole.Entitlements, d.Entitlements...)
-			whole.Groups = append(whole.Groups, d.Groups...)
+			whole.Append(d)
 		}
 		if err := whole.Validate(); err != nil {
 			return err
@@ -369,10 +366,7 @@ func (w *Writer) Export(ctx context.Context) (*decision.Document, error) {
 	whole := &decision.Document{}
 	for _, t := range tenants {
 		d := docs[t]
-		whole.Licenses = append(whole.Licenses, d.Licenses...)
-		whole.Assignments = append(whole.Assignments, d.Assignments...)
-		whole.Entitlements = append(whole.Entitlements, d.Entitlements...)
-		whole.Groups = append(whole.Groups, d.Groups...)
+		whole.Append(d)
 	}
 	return decision.NewSnapshot(whole, 0).Document(), nil
 }

@@ -10,7 +10,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -18,12 +17,9 @@ import (
 	"flag"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,6 +28,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/usher-authz/usher/bench/gen"
+	"github.com/usher-authz/usher/bench/internal/benchutil"
 	"github.com/usher-authz/usher/bench/opa"
 	"github.com/usher-authz/usher/decision"
 	statesync "github.com/usher-authz/usher/sync"
@@ -106,12 +103,11 @@ type server struct {
 }
 
 func freeAddr() string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := benchutil.FreeAddr()
 	if err != nil {
 		panic(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return addr
 }
 
 func start(name string, args []string, addr, readyPath string, timeout time.Duration) (*exec.Cmd, time.Duration, error) {
@@ -144,31 +140,6 @@ func stop(cmd *exec.Cmd) {
 			cmd.Process.Kill()
 		}
 	}
-}
-
-// procStat reads a process's RSS (MiB) and CPU time (user+system).
-func procStat(pid int) (float64, time.Duration) {
-	var rss float64
-	if f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-				kb, _ := strconv.ParseFloat(strings.Fields(v)[0], 64)
-				rss = kb / 1024
-			}
-		}
-		f.Close()
-	}
-	var cpu time.Duration
-	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
-		// Fields after the command name (which may hold spaces): utime is 14th, stime 15th.
-		rest := string(b[bytes.LastIndexByte(b, ')')+2:])
-		f := strings.Fields(rest)
-		ut, _ := strconv.ParseInt(f[11], 10, 64)
-		st, _ := strconv.ParseInt(f[12], 10, 64)
-		cpu = time.Duration(ut+st) * time.Second / 100 // USER_HZ
-	}
-	return rss, cpu
 }
 
 func usherBody(r *decision.Request) []byte {
@@ -291,12 +262,12 @@ func closedLoop(s *server, scenario string, bodies [][]byte, perReq int64, conc 
 		}()
 	}
 	time.Sleep(warmup)
-	_, cpu0 = procStat(s.cmd.Process.Pid)
+	_, cpu0 = benchutil.ProcStat(s.cmd.Process.Pid)
 	t0 := time.Now()
 	measuring.Store(true)
 	wg.Wait()
 	secs := time.Since(t0).Seconds()
-	rss, cpu1 := procStat(s.cmd.Process.Pid)
+	rss, cpu1 := benchutil.ProcStat(s.cmd.Process.Pid)
 	h := hdrhistogram.New(1, 60_000_000, 3)
 	for _, x := range hists {
 		h.Merge(x)
@@ -327,7 +298,7 @@ func openLoop(s *server, scenario string, bodies [][]byte, rate int, warmup, d t
 			time.Sleep(w)
 		}
 		if !cpuTaken && !due.Before(measureFrom) {
-			_, cpu0 = procStat(s.cmd.Process.Pid)
+			_, cpu0 = benchutil.ProcStat(s.cmd.Process.Pid)
 			cpuTaken = true
 		}
 		sem <- struct{}{}
@@ -357,7 +328,7 @@ func openLoop(s *server, scenario string, bodies [][]byte, rate int, warmup, d t
 	}
 	wg.Wait()
 	secs := time.Since(measureFrom).Seconds()
-	rss, cpu1 := procStat(s.cmd.Process.Pid)
+	rss, cpu1 := benchutil.ProcStat(s.cmd.Process.Pid)
 	return result{system: s.name, scenario: scenario, requests: reqs.Load(), decisions: reqs.Load(), errors: errs.Load(), seconds: secs, hist: h, cpu: cpu1 - cpu0, rss: rss}
 }
 
@@ -457,7 +428,7 @@ func run(c config) error {
 		return err
 	}
 	us := &server{name: "usher", cmd: cmd, addr: ua, path: "/v1/evaluate", body: usherBody, parse: parseUsher, load: took}
-	us.rss, _ = procStat(cmd.Process.Pid)
+	us.rss, _ = benchutil.ProcStat(cmd.Process.Pid)
 	servers = append(servers, us)
 	fmt.Fprintf(os.Stderr, "usher ready in %v, RSS %.0f MiB\n", took.Round(time.Millisecond), us.rss)
 	// OPA.
@@ -470,7 +441,7 @@ func run(c config) error {
 			return err
 		}
 		os_ = &server{name: "opa", cmd: cmd, addr: oa, path: "/v1/data/usher/peer/decision", body: opaBody, parse: parseOPA, load: took}
-		os_.rss, _ = procStat(cmd.Process.Pid)
+		os_.rss, _ = benchutil.ProcStat(cmd.Process.Pid)
 		servers = append(servers, os_)
 		fmt.Fprintf(os.Stderr, "opa ready in %v, RSS %.0f MiB\n", took.Round(time.Millisecond), os_.rss)
 	}
@@ -565,21 +536,7 @@ func updates(c config, usherBin string, g gen.Config, hot []decision.Request) ([
 		return nil, err
 	}
 	ns := fmt.Sprintf("compare-%d", time.Now().UnixNano())
-	defer func() {
-		var cursor uint64
-		for {
-			keys, next, err := client.Scan(ctx, cursor, "{"+ns+"}*", 1000).Result()
-			if err != nil {
-				return
-			}
-			if len(keys) > 0 {
-				client.Del(ctx, keys...)
-			}
-			if cursor = next; cursor == 0 {
-				return
-			}
-		}
-	}()
+	defer benchutil.DropNamespace(ctx, client, ns)
 	w, err := statesync.NewWriter(statesync.WriterConfig{Client: client, Namespace: ns})
 	if err != nil {
 		return nil, err

@@ -7,9 +7,9 @@ package opa
 
 import (
 	_ "embed"
-	"sort"
 
 	"github.com/usher-authz/usher/decision"
+	"github.com/usher-authz/usher/policy"
 )
 
 // Policy is the all-Rego peer policy; its decision is
@@ -129,24 +129,11 @@ func nested(m map[string]map[string][]any) map[string]any {
 // satisfiedBy inverts the transitive implication table.
 func satisfiedBy(implies map[string][]string) map[string]any {
 	out := map[string]any{}
-	for from := range implies {
-		seen := map[string]bool{from: true}
-		queue := append([]string(nil), implies[from]...)
-		for len(queue) > 0 {
-			to := queue[0]
-			queue = queue[1:]
-			if seen[to] {
-				continue
-			}
-			seen[to] = true
-			list, _ := out[to].([]any)
-			out[to] = append(list, from)
-			queue = append(queue, implies[to]...)
+	for t, from := range policy.InvertImplies(implies) {
+		list := make([]any, len(from))
+		for i, f := range from {
+			list[i] = f
 		}
-	}
-	for t, v := range out {
-		list := v.([]any)
-		sort.Slice(list, func(i, j int) bool { return list[i].(string) < list[j].(string) })
 		out[t] = list
 	}
 	return out

@@ -10,13 +10,11 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -26,6 +24,7 @@ import (
 	"time"
 
 	"github.com/usher-authz/usher/bench/gen"
+	"github.com/usher-authz/usher/bench/internal/benchutil"
 	"github.com/usher-authz/usher/decision"
 	statesync "github.com/usher-authz/usher/sync"
 )
@@ -56,21 +55,7 @@ func run(redisURL string, tenants, changes int) error {
 		return err
 	}
 	defer client.Close()
-	defer func() {
-		var cursor uint64
-		for {
-			keys, next, err := client.Scan(ctx, cursor, "{"+ns+"}*", 1000).Result()
-			if err != nil {
-				return
-			}
-			if len(keys) > 0 {
-				client.Del(ctx, keys...)
-			}
-			if cursor = next; cursor == 0 {
-				return
-			}
-		}
-	}()
+	defer benchutil.DropNamespace(ctx, client, ns)
 	w, err := statesync.NewWriter(statesync.WriterConfig{Client: client, Namespace: ns})
 	if err != nil {
 		return err
@@ -93,7 +78,7 @@ func run(redisURL string, tenants, changes int) error {
 	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/usher").CombinedOutput(); err != nil {
 		return fmt.Errorf("build usher: %v\n%s", err, out)
 	}
-	addr, err := freeAddr()
+	addr, err := benchutil.FreeAddr()
 	if err != nil {
 		return err
 	}
@@ -118,7 +103,7 @@ func run(redisURL string, tenants, changes int) error {
 		time.Sleep(10 * time.Millisecond)
 	}
 	loadTook := time.Since(start)
-	rss := rssMiB(cmd.Process.Pid)
+	rss := rssOf(cmd.Process.Pid)
 	fmt.Printf("usher serve: ready (full load from Redis) %v after start; RSS %.0f MiB\n", loadTook.Round(time.Millisecond), rss)
 
 	// Each change flips one person's direct assignment between active and
@@ -170,7 +155,7 @@ func run(redisURL string, tenants, changes int) error {
 	q := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
 	fmt.Printf("propagation, write to first changed decision, over %d changes: p50 %v  p90 %v  p99 %v  max %v\n",
 		len(lat), q(0.50).Round(time.Microsecond), q(0.90).Round(time.Microsecond), q(0.99).Round(time.Microsecond), lat[len(lat)-1].Round(time.Microsecond))
-	fmt.Printf("usher serve RSS after the changes: %.0f MiB\n", rssMiB(cmd.Process.Pid))
+	fmt.Printf("usher serve RSS after the changes: %.0f MiB\n", rssOf(cmd.Process.Pid))
 	return nil
 }
 
@@ -192,28 +177,7 @@ func reason(c *http.Client, base, body string) (string, error) {
 	return string(r), nil
 }
 
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
-
-func rssMiB(pid int) float64 {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			var kb float64
-			fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), &kb)
-			return kb / 1024
-		}
-	}
-	return 0
+func rssOf(pid int) float64 {
+	r, _ := benchutil.ProcStat(pid)
+	return r
 }
