@@ -160,6 +160,12 @@ func (t *Tenant) TenantDocument() *Document {
 	}
 }
 
+// Records returns the tenant's records as a document that shares the
+// snapshot's slices: the caller must not change it.
+func (t *Tenant) Records() *Document {
+	return &Document{Licenses: t.Licenses, Assignments: t.Assignments, Entitlements: t.Entitlements, Groups: t.Groups}
+}
+
 // LicenseAssignments returns the assignments of a license, sorted by id.
 func (t *Tenant) LicenseAssignments(licenseID string) []*Assignment {
 	return t.byLicense[licenseID]
@@ -191,34 +197,45 @@ func buildTenant(in interner, id string, d *Document, rev uint64) *Tenant {
 		groups:    make(map[string]int32, len(d.Groups)),
 		byLicense: make(map[string][]*Assignment, len(d.Licenses)),
 	}
-	// Records are copied: they may be shared with an older snapshot that
-	// readers still use, and interning writes to them.
-	t.Licenses = sortedCopies(d.Licenses, func(l *License) string { return l.ID })
-	t.Assignments = sortedCopies(d.Assignments, func(a *Assignment) string { return a.ID })
-	t.Entitlements = sortedCopies(d.Entitlements, func(e *Entitlement) string { return e.ID })
-	t.Groups = sortedCopies(d.Groups, func(g *Group) string { return g.ID })
-	for _, g := range t.Groups {
-		g.Members = slices.Clone(g.Members)
-	}
+	// Records new to snapshots are copied (the caller keeps its own, and
+	// interning writes to them); records of an older snapshot are shared
+	// as they are: they never change.
+	t.Licenses = sortedCopies(d.Licenses, func(l *License) string { return l.ID }, func(l *License) *bool { return &l.owned })
+	t.Assignments = sortedCopies(d.Assignments, func(a *Assignment) string { return a.ID }, func(a *Assignment) *bool { return &a.owned })
+	t.Entitlements = sortedCopies(d.Entitlements, func(e *Entitlement) string { return e.ID }, func(e *Entitlement) *bool { return &e.owned })
+	t.Groups = sortedCopies(d.Groups, func(g *Group) string { return g.ID }, func(g *Group) *bool { return &g.owned })
 
 	for _, l := range t.Licenses {
-		l.TenantID = id
-		l.AppID = in.of(l.AppID)
-		l.AssetID = in.of(l.AssetID)
+		if !l.owned {
+			l.TenantID = id
+			l.AppID = in.of(l.AppID)
+			l.AssetID = in.of(l.AssetID)
+			l.owned = true
+		}
 		t.licByID[l.ID] = l
 		t.licByName[l.Name] = append(t.licByName[l.Name], l)
 	}
 	for _, g := range t.Groups {
-		g.TenantID = id
-		g.ID = in.of(g.ID)
+		if !g.owned {
+			g.TenantID = id
+			g.ID = in.of(g.ID)
+			g.Members = slices.Clone(g.Members)
+			for i := range g.Members {
+				g.Members[i].ID = in.of(g.Members[i].ID)
+			}
+			g.owned = true
+		}
 		t.principal(Principal{GroupPrincipal, g.ID})
 	}
 	for _, a := range t.Assignments {
-		a.TenantID = id
-		a.LicenseID = in.of(a.LicenseID)
-		a.AssigneeID = in.of(a.AssigneeID)
-		a.AssetID = in.of(a.AssetID)
-		a.AppID = in.of(a.AppID)
+		if !a.owned {
+			a.TenantID = id
+			a.LicenseID = in.of(a.LicenseID)
+			a.AssigneeID = in.of(a.AssigneeID)
+			a.AssetID = in.of(a.AssetID)
+			a.AppID = in.of(a.AppID)
+			a.owned = true
+		}
 		if a.Deleted {
 			continue
 		}
@@ -227,11 +244,14 @@ func buildTenant(in interner, id string, d *Document, rev uint64) *Tenant {
 		t.byLicense[a.LicenseID] = append(t.byLicense[a.LicenseID], a)
 	}
 	for _, e := range t.Entitlements {
-		e.TenantID = id
-		e.AssetID = in.of(e.AssetID)
-		e.PrincipalID = in.of(e.PrincipalID)
-		e.Type = in.of(e.Type)
-		e.AppID = in.of(e.AppID)
+		if !e.owned {
+			e.TenantID = id
+			e.AssetID = in.of(e.AssetID)
+			e.PrincipalID = in.of(e.PrincipalID)
+			e.Type = in.of(e.Type)
+			e.AppID = in.of(e.AppID)
+			e.owned = true
+		}
 		if e.Deleted {
 			continue
 		}
@@ -243,9 +263,7 @@ func buildTenant(in interner, id string, d *Document, rev uint64) *Tenant {
 	parents := make(map[int32][]int32)
 	for _, g := range t.Groups {
 		gi := t.groups[g.ID]
-		for i := range g.Members {
-			m := &g.Members[i]
-			m.ID = in.of(m.ID)
+		for _, m := range g.Members {
 			p := t.principal(Principal{m.Type, m.ID})
 			parents[p] = append(parents[p], gi)
 		}
@@ -307,13 +325,25 @@ func (t *Tenant) lookup(p Principal) int32 {
 	return -1
 }
 
-// sortedCopies copies each record into one backing array, sorted by id.
-func sortedCopies[T any](recs []*T, id func(*T) string) []*T {
-	vals := make([]T, len(recs))
+// sortedCopies returns the records sorted by id: those already owned by a
+// snapshot as they are, the others copied into one backing array and
+// marked fresh (owned stays false until the build marks them).
+func sortedCopies[T any](recs []*T, id func(*T) string, owned func(*T) *bool) []*T {
+	n := 0
+	for _, r := range recs {
+		if !*owned(r) {
+			n++
+		}
+	}
+	vals := make([]T, 0, n)
 	out := make([]*T, len(recs))
 	for i, r := range recs {
-		vals[i] = *r
-		out[i] = &vals[i]
+		if *owned(r) {
+			out[i] = r
+			continue
+		}
+		vals = append(vals, *r)
+		out[i] = &vals[len(vals)-1]
 	}
 	sort.Slice(out, func(i, j int) bool { return id(out[i]) < id(out[j]) })
 	return out

@@ -161,6 +161,7 @@ type License struct {
 	Type                                            LicenseType
 	Status                                          Status
 	Deleted                                         bool
+	owned                                           bool // part of a snapshot, hence immutable and shareable
 	ValidFrom, ExpiresAt, CreatedAt, UpdatedAt      Instant
 	LeaseDurationS                                  int64
 }
@@ -173,6 +174,7 @@ type Assignment struct {
 	Reservation                                         Reservation
 	Status                                              Status
 	Deleted                                             bool
+	owned                                               bool
 	AssignedAt, ValidFrom, ExpiresAt, LastUsedAt        Instant
 }
 
@@ -183,6 +185,7 @@ type Entitlement struct {
 	GrantSource                                     GrantSource
 	Status                                          Status
 	Deleted                                         bool
+	owned                                           bool
 	GrantedAt, ValidFrom, ExpiresAt                 Instant
 }
 
@@ -196,6 +199,8 @@ type Member struct {
 type Group struct {
 	ID, TenantID string
 	Members      []Member
+
+	owned bool
 }
 
 // Document is a whole state: the format of the embedded demo, state files,

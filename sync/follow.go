@@ -398,30 +398,41 @@ func (f *RedisFollower) reportBad(bad []error) {
 	}
 }
 
-// tenantEdit is a tenant's records by kind and id while a batch applies.
-type tenantEdit [len(Kinds)]map[string]any
+// tenantEdit is a tenant's current records plus the changes of a batch,
+// kept sparse: a change costs an entry, not a copy of the tenant.
+type tenantEdit struct {
+	base    *decision.Document
+	changes [len(Kinds)]map[string]any // id -> record, or deleted
+}
 
-func newEdit(d *decision.Document) *tenantEdit {
-	var e tenantEdit
-	for i, kind := range Kinds {
-		var recs []any
-		if d != nil {
-			recs = records(d, kind)
-		}
-		e[i] = make(map[string]any, len(recs)+1)
-		for _, r := range recs {
-			_, id := identity(r)
-			e[i][id] = r
-		}
+type tombstone struct{}
+
+var deleted any = tombstone{}
+
+func newEdit(d *decision.Document) *tenantEdit { return &tenantEdit{base: d} }
+
+func (e *tenantEdit) set(kind decision.Kind, id string, rec any) {
+	if e.changes[kind] == nil {
+		e.changes[kind] = map[string]any{}
 	}
-	return &e
+	e.changes[kind][id] = rec
 }
 
 func (e *tenantEdit) document() *decision.Document {
 	d := &decision.Document{}
-	for i := range Kinds {
-		for _, r := range e[i] {
-			add(d, r)
+	for i, kind := range Kinds {
+		ch := e.changes[i]
+		if e.base != nil {
+			for _, r := range records(e.base, kind) {
+				if _, id := identity(r); ch == nil || ch[id] == nil {
+					add(d, r)
+				}
+			}
+		}
+		for _, r := range ch {
+			if r != deleted {
+				add(d, r)
+			}
 		}
 	}
 	return d
@@ -436,7 +447,7 @@ func (f *RedisFollower) apply(ctx context.Context, streams []redis.XStream) erro
 		}
 		var d *decision.Document
 		if ts := f.cur.Tenant(t); ts != nil {
-			d = ts.TenantDocument()
+			d = ts.Records()
 		}
 		edits[t] = newEdit(d)
 		return edits[t]
@@ -465,7 +476,7 @@ func (f *RedisFollower) apply(ctx context.Context, streams []redis.XStream) erro
 					continue
 				}
 				if op == OpDelete {
-					delete(edit(tenant)[kind], id)
+					edit(tenant).set(kind, id, deleted)
 					continue
 				}
 				rec, err := decodeRecord(kind, []byte(str(FieldRecord)))
@@ -478,7 +489,7 @@ func (f *RedisFollower) apply(ctx context.Context, streams []redis.XStream) erro
 					bad = append(bad, fmt.Errorf("event %s: %w", m.ID, err))
 					continue
 				}
-				edit(tenant)[kind][id] = rec
+				edit(tenant).set(kind, id, rec)
 			default:
 				bad = append(bad, fmt.Errorf("event %s: unknown op %q", m.ID, op))
 			}
