@@ -2,9 +2,11 @@ package decision
 
 import (
 	"maps"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -84,9 +86,27 @@ func NewSnapshot(doc *Document, rev uint64) *Snapshot {
 		d.Groups = append(d.Groups, g)
 	}
 	s := &Snapshot{Revision: rev, Built: time.Now(), tenants: make(map[string]*Tenant, len(by))}
-	in := make(interner)
-	for id, d := range by {
-		t := buildTenant(in, id, d, rev)
+	ids := make([]string, 0, len(by))
+	for id := range by {
+		ids = append(ids, id)
+	}
+	// Tenants are independent: build them on every core, each worker with
+	// an interner of its own.
+	built := make([]*Tenant, len(ids))
+	workers := min(runtime.GOMAXPROCS(0), max(1, len(ids)/8))
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			in := make(interner)
+			for i := w; i < len(ids); i += workers {
+				built[i] = buildTenant(in, ids[i], by[ids[i]], rev)
+			}
+		}()
+	}
+	wg.Wait()
+	for _, t := range built {
 		s.tenants[t.ID] = t
 		s.count(t, 1)
 	}

@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/usher-authz/usher/internal/jsonscan"
@@ -300,62 +302,21 @@ func DecodeDocumentBytes(b []byte) (*Document, error) {
 	return decodeDocumentSlow(bytes.NewReader(b))
 }
 
-// scanDocument walks the document's record arrays with jsonscan; it
-// reports false for anything unusual, which the encoding/json path then
-// reads (and explains, when it is an error).
+// scanDocument finds the records of the document's arrays in place, then
+// decodes them on every core; it reports false for anything unusual, which
+// the encoding/json path then reads (and explains, when it is an error).
 func scanDocument(b []byte) (*Document, []error, bool) {
 	p := jsonscan.Scanner{Buf: b}
 	if !p.Byte('{') {
 		return nil, nil, false
 	}
-	doc := &Document{}
-	var errs []error
+	var spans [4][][]byte
 	seen := map[string]bool{}
+	kinds := map[string]Kind{"licenses": KindLicense, "assignments": KindAssignment, "entitlements": KindEntitlement, "groups": KindGroup}
 	ok := p.Object(func(key string) bool {
-		var decode func(i int) bool
-		switch key {
-		case "licenses":
-			decode = func(i int) bool {
-				r, err, ok := decodeAt(&p, fastLicenseAt, DecodeLicense, (*licenseWire).record)
-				if err != nil {
-					errs = append(errs, at(err, i))
-				} else if ok {
-					doc.Licenses = append(doc.Licenses, r)
-				}
-				return ok
-			}
-		case "assignments":
-			decode = func(i int) bool {
-				r, err, ok := decodeAt(&p, fastAssignmentAt, DecodeAssignment, (*assignmentWire).record)
-				if err != nil {
-					errs = append(errs, at(err, i))
-				} else if ok {
-					doc.Assignments = append(doc.Assignments, r)
-				}
-				return ok
-			}
-		case "entitlements":
-			decode = func(i int) bool {
-				r, err, ok := decodeAt(&p, fastEntitlementAt, DecodeEntitlement, (*entitlementWire).record)
-				if err != nil {
-					errs = append(errs, at(err, i))
-				} else if ok {
-					doc.Entitlements = append(doc.Entitlements, r)
-				}
-				return ok
-			}
-		case "groups":
-			decode = func(i int) bool {
-				r, err, ok := decodeAt(&p, fastGroupAt, DecodeGroup, (*groupWire).record)
-				if err != nil {
-					errs = append(errs, at(err, i))
-				} else if ok {
-					doc.Groups = append(doc.Groups, r)
-				}
-				return ok
-			}
-		default:
-			for _, k := range [...]string{"licenses", "assignments", "entitlements", "groups"} {
+		kind, known := kinds[key]
+		if !known {
+			for k := range kinds {
 				if strings.EqualFold(key, k) {
 					return false // encoding/json matches keys without case
 				}
@@ -375,10 +336,12 @@ func scanDocument(b []byte) (*Document, []error, bool) {
 		if p.Byte(']') {
 			return true
 		}
-		for i := 0; ; i++ {
-			if !decode(i) {
+		for {
+			m, ok := p.Span()
+			if !ok {
 				return false
 			}
+			spans[kind] = append(spans[kind], m)
 			if p.Byte(',') {
 				continue
 			}
@@ -388,7 +351,46 @@ func scanDocument(b []byte) (*Document, []error, bool) {
 	if !ok || !p.Done() {
 		return nil, nil, false
 	}
+	doc := &Document{}
+	var errs []error
+	doc.Licenses, errs = decodeAll(spans[KindLicense], DecodeLicense, errs)
+	doc.Assignments, errs = decodeAll(spans[KindAssignment], DecodeAssignment, errs)
+	doc.Entitlements, errs = decodeAll(spans[KindEntitlement], DecodeEntitlement, errs)
+	doc.Groups, errs = decodeAll(spans[KindGroup], DecodeGroup, errs)
 	return doc, errs, true
+}
+
+// decodeAll decodes records in parallel, keeping their order and
+// reporting errors with their array index.
+func decodeAll[R any](spans [][]byte, decode func([]byte) (R, error), errs []error) ([]R, []error) {
+	out := make([]R, len(spans))
+	bad := make([]error, len(spans))
+	workers := min(runtime.GOMAXPROCS(0), max(1, len(spans)/1024))
+	var wg sync.WaitGroup
+	for w := range workers {
+		lo, hi := w*len(spans)/workers, (w+1)*len(spans)/workers
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := lo; i < hi; i++ {
+				r, err := decode(spans[i])
+				if err != nil {
+					bad[i] = at(err, i)
+				}
+				out[i] = r
+			}
+		}()
+	}
+	wg.Wait()
+	good := out[:0]
+	for i, r := range out {
+		if bad[i] != nil {
+			errs = append(errs, bad[i])
+			continue
+		}
+		good = append(good, r)
+	}
+	return good, errs
 }
 
 func decodeDocumentSlow(r io.Reader) (*Document, error) {

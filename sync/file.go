@@ -107,8 +107,9 @@ func (f *FileFollower) Load() error {
 	f.cfg.Logger.Info("state loaded", "path", f.cfg.Path, "revision", f.rev, "records", doc.Len(),
 		"took", time.Since(snap.Built).Round(time.Microsecond))
 	// The raw file and the decoded copies are garbage several times the
-	// snapshot's size; return that memory now rather than hold it as RSS.
-	debug.FreeOSMemory()
+	// snapshot's size; return that memory now rather than hold it as RSS
+	// (in the background: the new state is already serving).
+	go debug.FreeOSMemory()
 	return nil
 }
 

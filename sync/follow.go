@@ -379,8 +379,9 @@ func (f *RedisFollower) fullLoad(ctx context.Context) error {
 	f.maybeWriteFile()
 	// A full load leaves the raw replies and decoded copies as garbage, a
 	// few times the snapshot's size; hand that memory back now rather than
-	// holding it as RSS until the next GC cycles get to it.
-	debug.FreeOSMemory()
+	// holding it as RSS until the next GC cycles get to it (in the
+	// background: the new state is already serving).
+	go debug.FreeOSMemory()
 	return nil
 }
 
