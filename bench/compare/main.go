@@ -367,6 +367,25 @@ func verify(a, b *server, reqs []decision.Request) (int, error) {
 	return mismatches, nil
 }
 
+// settle is how long after readiness RSS is read.
+const settle = 3 * time.Second
+
+func writeSynced(path string, b []byte) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
 func build(dir string) (usherBin, opaBin, self string, err error) {
 	usherBin, opaBin = filepath.Join(dir, "usher"), filepath.Join(dir, "opa")
 	for _, b := range [][]string{{"-o", usherBin, "./cmd/usher"}, {"-o", opaBin, "github.com/open-policy-agent/opa"}} {
@@ -403,6 +422,7 @@ func run(c config) error {
 	if _, err := doc.WriteTo(f); err != nil {
 		return err
 	}
+	f.Sync() // both systems read their files from a settled page cache
 	f.Close()
 	snap := decision.NewSnapshot(doc, 1)
 	dataPath, policyPath := filepath.Join(dir, "data.json"), filepath.Join(dir, "peer.rego")
@@ -410,8 +430,12 @@ func run(c config) error {
 	if err != nil {
 		return err
 	}
-	os.WriteFile(dataPath, db, 0o644)
-	os.WriteFile(policyPath, []byte(opa.Policy), 0o644)
+	if err := writeSynced(dataPath, db); err != nil {
+		return err
+	}
+	if err := writeSynced(policyPath, []byte(opa.Policy)); err != nil {
+		return err
+	}
 	snap, doc, db = nil, nil, nil
 	fmt.Fprintf(os.Stderr, "generated %d records in %d tenants\n", records, c.tenants)
 
@@ -428,6 +452,7 @@ func run(c config) error {
 		return err
 	}
 	us := &server{name: "usher", cmd: cmd, addr: ua, path: "/v1/evaluate", body: usherBody, parse: parseUsher, load: took}
+	time.Sleep(settle) // RSS once the load's garbage is collected, for both systems
 	us.rss, _ = benchutil.ProcStat(cmd.Process.Pid)
 	servers = append(servers, us)
 	fmt.Fprintf(os.Stderr, "usher ready in %v, RSS %.0f MiB\n", took.Round(time.Millisecond), us.rss)
@@ -441,6 +466,7 @@ func run(c config) error {
 			return err
 		}
 		os_ = &server{name: "opa", cmd: cmd, addr: oa, path: "/v1/data/usher/peer/decision", body: opaBody, parse: parseOPA, load: took}
+		time.Sleep(settle)
 		os_.rss, _ = benchutil.ProcStat(cmd.Process.Pid)
 		servers = append(servers, os_)
 		fmt.Fprintf(os.Stderr, "opa ready in %v, RSS %.0f MiB\n", took.Round(time.Millisecond), os_.rss)

@@ -38,7 +38,7 @@ func report(c config, records int, us, op *server, mismatches int, rs []result) 
 	} else {
 		b.WriteString("OPA was skipped in this run.\n\n")
 	}
-	fmt.Fprintf(&b, "| system | load time | RSS after load |\n|---|---|---|\n")
+	fmt.Fprintf(&b, "| system | load time (start to ready) | RSS 3 s after ready |\n|---|---|---|\n")
 	fmt.Fprintf(&b, "| usher | %v | %.0f MiB |\n", us.load.Round(time.Millisecond), us.rss)
 	if op != nil {
 		fmt.Fprintf(&b, "| opa | %v | %.0f MiB |\n", op.load.Round(time.Millisecond), op.rss)
