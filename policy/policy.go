@@ -37,7 +37,6 @@ type Compiled struct {
 	seat     [decision.NumSeatFacts]decision.Outcome
 	ent      [decision.NumEntFacts]decision.Outcome
 	implying map[string][]string
-	compiler *ast.Compiler
 	route    oparego.PreparedEvalQuery
 	hasRoute bool
 }
@@ -52,9 +51,6 @@ func (c *Compiled) Digest() string { return c.digest }
 
 // Files lists the compiled module files.
 func (c *Compiled) Files() []string { return c.files }
-
-// Compiler returns the OPA compiler holding the modules.
-func (c *Compiled) Compiler() *ast.Compiler { return c.compiler }
 
 // Seat returns the memoized seat decision for the facts.
 func (c *Compiled) Seat(f decision.SeatFacts) decision.Outcome { return c.seat[f] }
@@ -119,7 +115,6 @@ func Compile(ctx context.Context, fsys fs.FS, rev uint64) (*Compiled, error) {
 	if compiler.Compile(modules); compiler.Failed() {
 		return nil, fmt.Errorf("%w: %v", ErrCompile, compiler.Errors)
 	}
-	c.compiler = compiler
 	seat, err := prepare(ctx, compiler, SeatQuery)
 	if err != nil {
 		return nil, err
