@@ -99,7 +99,11 @@ func Compile(ctx context.Context, fsys fs.FS, rev uint64) (*Compiled, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Compiled{rev: rev}
+	return compile(ctx, srcs, digestOf(srcs), rev)
+}
+
+func compile(ctx context.Context, srcs map[string]string, digest string, rev uint64) (*Compiled, error) {
+	c := &Compiled{rev: rev, digest: digest}
 	modules := make(map[string]*ast.Module, len(srcs))
 	for name, src := range srcs {
 		c.files = append(c.files, name)
@@ -110,7 +114,6 @@ func Compile(ctx context.Context, fsys fs.FS, rev uint64) (*Compiled, error) {
 		modules[name] = m
 	}
 	sort.Strings(c.files)
-	c.digest = digestOf(srcs)
 	compiler := ast.NewCompiler().WithBuiltins(Builtins)
 	if compiler.Compile(modules); compiler.Failed() {
 		return nil, fmt.Errorf("%w: %v", ErrCompile, compiler.Errors)

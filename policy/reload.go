@@ -106,11 +106,16 @@ func (r *Reloader) Load(ctx context.Context) error {
 	if err != nil {
 		return r.fail(err)
 	}
-	if d := digestOf(srcs); d == r.digest {
+	return r.load(ctx, srcs, digestOf(srcs))
+}
+
+// load compiles srcs (whose digest is d) unless they are what serves.
+func (r *Reloader) load(ctx context.Context, srcs map[string]string, d string) error {
+	if d == r.digest {
 		r.lastErr.Store(nil)
 		return nil
 	}
-	c, err := Compile(ctx, r.fsys, r.rev+1)
+	c, err := compile(ctx, srcs, d, r.rev+1)
 	if err != nil {
 		return r.fail(err)
 	}
@@ -146,13 +151,18 @@ func (r *Reloader) Run(ctx context.Context) {
 		case <-tick.C:
 		}
 		srcs, err := Sources(r.fsys, false)
-		if err == nil && digestOf(srcs) == lastFailed {
-			continue // the same broken edit: reported once
-		}
-		if err := r.Load(ctx); err != nil {
-			if srcs != nil {
-				lastFailed = digestOf(srcs)
+		if err != nil {
+			r.fail(err)
+		} else {
+			d := digestOf(srcs)
+			if d == lastFailed {
+				continue // the same broken edit: reported once
 			}
+			if err = r.load(ctx, srcs, d); err != nil {
+				lastFailed = d
+			}
+		}
+		if err != nil {
 			r.cfg.Logger.Error("policy reload rejected; the previous revision keeps serving", "dir", r.cfg.Dir, "error", err)
 		}
 	}

@@ -634,7 +634,7 @@ func (f *RedisFollower) loadSnapshotFile() error {
 	if head.H.Namespace != f.k.Namespace() {
 		return fmt.Errorf("snapshot file %s is of namespace %q, not %q", f.cfg.SnapshotFile, head.H.Namespace, f.k.Namespace())
 	}
-	doc, err := decision.DecodeDocument(bytes.NewReader(b))
+	doc, err := decision.DecodeDocumentBytes(b)
 	if err != nil {
 		return fmt.Errorf("snapshot file %s: %w", f.cfg.SnapshotFile, err)
 	}

@@ -464,7 +464,7 @@ func (r redisLog) Printf(ctx context.Context, format string, args ...any) {
 }
 
 func demoSnapshot() (*decision.Snapshot, error) {
-	doc, err := decision.ParseDocument(strings.NewReader(string(demoState)))
+	doc, err := decision.ParseDocumentBytes(demoState)
 	if err != nil {
 		return nil, fmt.Errorf("embedded demo state: %w", err)
 	}
@@ -504,7 +504,7 @@ func eval(args []string, stdout, stderr io.Writer) error {
 		var b []byte
 		if b, err = os.ReadFile(*state); err == nil {
 			var doc *decision.Document
-			if doc, err = decision.ParseDocument(strings.NewReader(string(b))); err == nil {
+			if doc, err = decision.ParseDocumentBytes(b); err == nil {
 				snap = decision.NewSnapshot(doc, 1)
 			}
 		}
