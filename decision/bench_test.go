@@ -39,26 +39,7 @@ func scaleSnapshot(b *testing.B) *decision.Snapshot {
 	return scaleSnap
 }
 
-// scaleRequests draws n checks over the generated state: half seats (by
-// license name), half entitlements, at the generator's "now".
-func scaleRequests(n int, seed uint64) []decision.Request {
-	c := gen.Default()
-	r := rand.New(rand.NewPCG(seed, 7))
-	types := gen.EntitlementTypes()
-	at := decision.InstantOf(c.Now)
-	reqs := make([]decision.Request, n)
-	for i := range reqs {
-		t, p := r.IntN(c.Tenants), r.IntN(c.PersonsPerTenant)
-		req := decision.Request{TenantID: gen.TenantID(t), Subject: decision.Principal{ID: gen.PersonID(t, p)}, At: at}
-		if i%2 == 0 {
-			req.Check, req.License = decision.CheckSeat, gen.LicenseName(r.IntN(c.LicensesPerTenant))
-		} else {
-			req.Check, req.AssetID, req.Type = decision.CheckEntitlement, gen.AssetID(t, r.IntN(c.AssetsPerTenant)), types[r.IntN(len(types))]
-		}
-		reqs[i] = req
-	}
-	return reqs
-}
+func scaleRequests(n int, seed uint64) []decision.Request { return gen.Checks(gen.Default(), n, seed) }
 
 func BenchmarkSnapshot(b *testing.B) {
 	s := scaleSnapshot(b)
@@ -86,55 +67,37 @@ func BenchmarkDecide(b *testing.B) {
 		e.SetSnapshot(snap)
 		return e
 	}
+	// warm returns an engine whose cache holds the 4,096 checks it returns.
+	warm := func(b *testing.B) (*decision.Engine, []decision.Request) {
+		e := newScaleEngine(b, 0)
+		reqs := scaleRequests(4096, 1)
+		for i := range reqs {
+			e.Decide(decision.APIEvaluate, &reqs[i])
+		}
+		e.WaitCache()
+		return e, reqs
+	}
+	// cycle asks reqs (a power of two of them) in turn, reporting the hit ratio.
+	cycle := func(b *testing.B, e *decision.Engine, reqs []decision.Request) {
+		b.ReportAllocs()
+		i, hits := 0, 0
+		for b.Loop() {
+			d, _ := e.Decide(decision.APIEvaluate, &reqs[i&(len(reqs)-1)])
+			if d.Cached {
+				hits++
+			}
+			i++
+		}
+		b.ReportMetric(float64(hits)/float64(i), "hit-ratio")
+	}
 	b.Run("hit", func(b *testing.B) {
-		e := newScaleEngine(b, 0)
-		reqs := scaleRequests(4096, 1)
-		for i := range reqs {
-			e.Decide(decision.APIEvaluate, &reqs[i])
-		}
-		e.WaitCache()
-		b.ReportAllocs()
-		i, hits := 0, 0
-		for b.Loop() {
-			d, _ := e.Decide(decision.APIEvaluate, &reqs[i&4095])
-			if d.Cached {
-				hits++
-			}
-			i++
-		}
-		b.ReportMetric(float64(hits)/float64(i), "hit-ratio")
+		e, reqs := warm(b)
+		cycle(b, e, reqs)
 	})
-	b.Run("miss", func(b *testing.B) {
-		e := newScaleEngine(b, 0)
-		reqs := scaleRequests(1<<20, 2)
-		b.ReportAllocs()
-		i, hits := 0, 0
-		for b.Loop() {
-			d, _ := e.Decide(decision.APIEvaluate, &reqs[i&(1<<20-1)])
-			if d.Cached {
-				hits++
-			}
-			i++
-		}
-		b.ReportMetric(float64(hits)/float64(i), "hit-ratio")
-	})
-	b.Run("nocache", func(b *testing.B) {
-		e := newScaleEngine(b, -1)
-		reqs := scaleRequests(1<<16, 3)
-		b.ReportAllocs()
-		i := 0
-		for b.Loop() {
-			e.Decide(decision.APIEvaluate, &reqs[i&(1<<16-1)])
-			i++
-		}
-	})
+	b.Run("miss", func(b *testing.B) { cycle(b, newScaleEngine(b, 0), scaleRequests(1<<20, 2)) })
+	b.Run("nocache", func(b *testing.B) { cycle(b, newScaleEngine(b, -1), scaleRequests(1<<16, 3)) })
 	b.Run("hit-parallel", func(b *testing.B) {
-		e := newScaleEngine(b, 0)
-		reqs := scaleRequests(4096, 1)
-		for i := range reqs {
-			e.Decide(decision.APIEvaluate, &reqs[i])
-		}
-		e.WaitCache()
+		e, reqs := warm(b)
 		b.ReportAllocs()
 		b.RunParallel(func(pb *testing.PB) {
 			i := rand.IntN(4096)

@@ -60,31 +60,7 @@ type Snapshot struct {
 // NewSnapshot indexes a validated document as revision rev. The snapshot
 // keeps its own copies of the records; doc is not changed.
 func NewSnapshot(doc *Document, rev uint64) *Snapshot {
-	by := make(map[string]*Document)
-	get := func(t string) *Document {
-		d := by[t]
-		if d == nil {
-			d = &Document{}
-			by[t] = d
-		}
-		return d
-	}
-	for _, l := range doc.Licenses {
-		d := get(l.TenantID)
-		d.Licenses = append(d.Licenses, l)
-	}
-	for _, a := range doc.Assignments {
-		d := get(a.TenantID)
-		d.Assignments = append(d.Assignments, a)
-	}
-	for _, e := range doc.Entitlements {
-		d := get(e.TenantID)
-		d.Entitlements = append(d.Entitlements, e)
-	}
-	for _, g := range doc.Groups {
-		d := get(g.TenantID)
-		d.Groups = append(d.Groups, g)
-	}
+	by := doc.ByTenant()
 	s := &Snapshot{Revision: rev, Built: time.Now(), tenants: make(map[string]*Tenant, len(by))}
 	ids := make([]string, 0, len(by))
 	for id := range by {
@@ -163,8 +139,7 @@ func (s *Snapshot) TenantIDs() []string {
 func (s *Snapshot) Document() *Document {
 	d := &Document{}
 	for _, id := range s.TenantIDs() {
-		t := s.tenants[id]
-		d.Append(&Document{Licenses: t.Licenses, Assignments: t.Assignments, Entitlements: t.Entitlements, Groups: t.Groups})
+		d.Append(s.tenants[id].Records())
 	}
 	return d
 }
@@ -172,12 +147,9 @@ func (s *Snapshot) Document() *Document {
 // TenantDocument returns one tenant's records as a document sharing the
 // snapshot's (immutable) records.
 func (t *Tenant) TenantDocument() *Document {
-	return &Document{
-		Licenses:     slices.Clone(t.Licenses),
-		Assignments:  slices.Clone(t.Assignments),
-		Entitlements: slices.Clone(t.Entitlements),
-		Groups:       slices.Clone(t.Groups),
-	}
+	d := &Document{}
+	d.Append(t.Records())
+	return d
 }
 
 // Records returns the tenant's records as a document that shares the
@@ -318,28 +290,28 @@ func buildTenant(in interner, id string, d *Document, rev uint64) *Tenant {
 	return t
 }
 
+// index is the id -> prins map of a principal type.
+func (t *Tenant) index(typ PrincipalType) map[string]int32 {
+	if typ == GroupPrincipal {
+		return t.groups
+	}
+	return t.persons
+}
+
 // principal returns the index of p's entry, adding it when new.
 func (t *Tenant) principal(p Principal) int32 {
-	m := t.persons
-	if p.Type == GroupPrincipal {
-		m = t.groups
-	}
-	if i, ok := m[p.ID]; ok {
+	if i := t.lookup(p); i >= 0 {
 		return i
 	}
 	i := int32(len(t.prins))
 	t.prins = append(t.prins, principal{id: p.ID})
-	m[p.ID] = i
+	t.index(p.Type)[p.ID] = i
 	return i
 }
 
 // lookup returns the index of p's entry, or -1.
 func (t *Tenant) lookup(p Principal) int32 {
-	m := t.persons
-	if p.Type == GroupPrincipal {
-		m = t.groups
-	}
-	if i, ok := m[p.ID]; ok {
+	if i, ok := t.index(p.Type)[p.ID]; ok {
 		return i
 	}
 	return -1

@@ -222,6 +222,36 @@ func (d *Document) Append(o *Document) {
 	d.Groups = append(d.Groups, o.Groups...)
 }
 
+// ByTenant splits the document by tenant; the parts share its records.
+func (d *Document) ByTenant() map[string]*Document {
+	by := make(map[string]*Document)
+	get := func(t string) *Document {
+		p := by[t]
+		if p == nil {
+			p = &Document{}
+			by[t] = p
+		}
+		return p
+	}
+	for _, r := range d.Licenses {
+		p := get(r.TenantID)
+		p.Licenses = append(p.Licenses, r)
+	}
+	for _, r := range d.Assignments {
+		p := get(r.TenantID)
+		p.Assignments = append(p.Assignments, r)
+	}
+	for _, r := range d.Entitlements {
+		p := get(r.TenantID)
+		p.Entitlements = append(p.Entitlements, r)
+	}
+	for _, r := range d.Groups {
+		p := get(r.TenantID)
+		p.Groups = append(p.Groups, r)
+	}
+	return by
+}
+
 // Len returns the number of records of all kinds.
 func (d *Document) Len() int {
 	return len(d.Licenses) + len(d.Assignments) + len(d.Entitlements) + len(d.Groups)

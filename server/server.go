@@ -299,13 +299,24 @@ func (s *Server) transportError(ctx *fasthttp.RequestCtx, err error) {
 	writeError(ctx, fasthttp.StatusBadRequest, "invalid_request", "malformed HTTP request: "+err.Error())
 }
 
-// stale answers 503 when the state is older than MaxStaleness.
-func (s *Server) stale(ctx *fasthttp.RequestCtx) bool {
+// tooOld reports the state's age and whether it is past MaxStaleness.
+func (s *Server) tooOld() (time.Duration, bool) {
 	if s.cfg.MaxStaleness <= 0 || s.cfg.Engine.Snapshot() == nil {
-		return false
+		return 0, false
 	}
 	age := time.Since(s.cfg.Engine.FreshAt())
-	if age <= s.cfg.MaxStaleness {
+	return age, age > s.cfg.MaxStaleness
+}
+
+func (s *Server) stateTooOld() bool {
+	_, old := s.tooOld()
+	return old
+}
+
+// stale answers 503 when the state is older than MaxStaleness.
+func (s *Server) stale(ctx *fasthttp.RequestCtx) bool {
+	age, old := s.tooOld()
+	if !old {
 		return false
 	}
 	writeError(ctx, fasthttp.StatusServiceUnavailable, "state_stale",
@@ -420,7 +431,7 @@ func (s *Server) ready(ctx *fasthttp.RequestCtx) {
 		writeJSON(ctx, fasthttp.StatusServiceUnavailable, []byte(`{"status":"not_ready","reason":"no state snapshot loaded yet"}`))
 	case s.cfg.Engine.Policy() == nil:
 		writeJSON(ctx, fasthttp.StatusServiceUnavailable, []byte(`{"status":"not_ready","reason":"no policy compiled yet"}`))
-	case s.cfg.MaxStaleness > 0 && time.Since(s.cfg.Engine.FreshAt()) > s.cfg.MaxStaleness:
+	case s.stateTooOld():
 		writeJSON(ctx, fasthttp.StatusServiceUnavailable, []byte(`{"status":"not_ready","reason":"state older than max-staleness"}`))
 	default:
 		writeJSON(ctx, fasthttp.StatusOK, []byte(`{"status":"ready"}`))
@@ -434,7 +445,7 @@ func (s *Server) status(ctx *fasthttp.RequestCtx) {
 	}
 	e := s.cfg.Engine
 	b := []byte(`{"ready":`)
-	b = jsonw.Bool(b, e.Ready() && !s.draining.Load() && !(s.cfg.MaxStaleness > 0 && time.Since(e.FreshAt()) > s.cfg.MaxStaleness))
+	b = jsonw.Bool(b, e.Ready() && !s.draining.Load() && !s.stateTooOld())
 	b = append(b, `,"state":`...)
 	if snap := e.Snapshot(); snap != nil {
 		b = append(b, `{"revision":`...)

@@ -216,7 +216,7 @@ type LoadResult struct {
 // touched tenants are then swapped in with one MULTI/EXEC, each with a
 // "tenant" change event, so a load is all-or-nothing.
 func (w *Writer) Load(ctx context.Context, doc *decision.Document, replace bool) (LoadResult, error) {
-	incoming := byTenant(doc)
+	incoming := doc.ByTenant()
 	var res LoadResult
 	err := w.retry(ctx, func(tx *redis.Tx) error {
 		current, err := tx.SMembers(ctx, w.k.Tenants()).Result()
@@ -369,29 +369,6 @@ func (w *Writer) Export(ctx context.Context) (*decision.Document, error) {
 		whole.Append(d)
 	}
 	return decision.NewSnapshot(whole, 0).Document(), nil
-}
-
-func byTenant(doc *decision.Document) map[string]*decision.Document {
-	out := map[string]*decision.Document{}
-	get := func(t string) *decision.Document {
-		if out[t] == nil {
-			out[t] = &decision.Document{}
-		}
-		return out[t]
-	}
-	for _, r := range doc.Licenses {
-		add(get(r.TenantID), r)
-	}
-	for _, r := range doc.Assignments {
-		add(get(r.TenantID), r)
-	}
-	for _, r := range doc.Entitlements {
-		add(get(r.TenantID), r)
-	}
-	for _, r := range doc.Groups {
-		add(get(r.TenantID), r)
-	}
-	return out
 }
 
 func records(d *decision.Document, kind decision.Kind) []any {

@@ -16,7 +16,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -179,25 +178,6 @@ func parseOPA(b []byte) (bool, string, error) {
 		return false, "", fmt.Errorf("bad answer %q", b)
 	}
 	return d.Result.Allowed, d.Result.Reason, nil
-}
-
-// requests draws checks over the generated state at its reference time.
-func requests(c gen.Config, n int, seed uint64) []decision.Request {
-	r := rand.New(rand.NewPCG(seed, 3))
-	types := gen.EntitlementTypes()
-	at := decision.InstantOf(c.Now)
-	out := make([]decision.Request, n)
-	for i := range out {
-		t, p := r.IntN(c.Tenants), r.IntN(c.PersonsPerTenant)
-		req := decision.Request{TenantID: gen.TenantID(t), Subject: decision.Principal{ID: gen.PersonID(t, p)}, At: at}
-		if r.IntN(2) == 0 {
-			req.Check, req.License = decision.CheckSeat, gen.LicenseName(r.IntN(c.LicensesPerTenant))
-		} else {
-			req.Check, req.AssetID, req.Type = decision.CheckEntitlement, gen.AssetID(t, r.IntN(c.AssetsPerTenant)), types[r.IntN(len(types))]
-		}
-		out[i] = req
-	}
-	return out
 }
 
 // result is one measurement.
@@ -483,14 +463,14 @@ func run(c config) error {
 	// Same answers first.
 	mismatches := 0
 	if os_ != nil {
-		if mismatches, err = verify(us, os_, requests(g, 5000, 99)); err != nil {
+		if mismatches, err = verify(us, os_, gen.Checks(g, 5000, 99)); err != nil {
 			return err
 		}
 		fmt.Fprintf(os.Stderr, "answers compared on 5000 checks: %d mismatches\n", mismatches)
 	}
 
-	hot := requests(g, 1000, 1)
-	cold := requests(g, 600_000, 2)
+	hot := gen.Checks(g, 1000, 1)
+	cold := gen.Checks(g, 600_000, 2)
 	bodies := func(s *server, rs []decision.Request) [][]byte {
 		out := make([][]byte, len(rs))
 		for i := range rs {

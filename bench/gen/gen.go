@@ -161,3 +161,24 @@ func Generate(c Config) *decision.Document {
 	}
 	return doc
 }
+
+// Checks draws n checks over a generated state: alternately a seat (by
+// license name) and an entitlement, of persons, at c.Now. Deterministic
+// for a seed.
+func Checks(c Config, n int, seed uint64) []decision.Request {
+	r := rand.New(rand.NewPCG(seed, 7))
+	types := EntitlementTypes()
+	at := decision.InstantOf(c.Now)
+	reqs := make([]decision.Request, n)
+	for i := range reqs {
+		t, p := r.IntN(c.Tenants), r.IntN(c.PersonsPerTenant)
+		req := decision.Request{TenantID: TenantID(t), Subject: decision.Principal{ID: PersonID(t, p)}, At: at}
+		if i%2 == 0 {
+			req.Check, req.License = decision.CheckSeat, LicenseName(r.IntN(c.LicensesPerTenant))
+		} else {
+			req.Check, req.AssetID, req.Type = decision.CheckEntitlement, AssetID(t, r.IntN(c.AssetsPerTenant)), types[r.IntN(len(types))]
+		}
+		reqs[i] = req
+	}
+	return reqs
+}
