@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 )
 
 // Principal is a person or a group of a tenant.
@@ -75,7 +76,7 @@ func NewSnapshot(doc *Document, rev uint64) *Snapshot {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			in := make(interner)
+			in := newInterner()
 			for i := w; i < len(ids); i += workers {
 				built[i] = buildTenant(in, ids[i], by[ids[i]], rev)
 			}
@@ -96,7 +97,7 @@ func (s *Snapshot) WithTenants(rev uint64, docs map[string]*Document) *Snapshot 
 	n := &Snapshot{Revision: rev, Built: time.Now(), tenants: maps.Clone(s.tenants), counts: s.counts}
 	// No interning: the records of a rebuilt tenant mostly come from the
 	// previous snapshot and already share their strings.
-	var in interner
+	var in *interner
 	for id, d := range docs {
 		if old := n.tenants[id]; old != nil {
 			n.count(old, -1)
@@ -164,21 +165,50 @@ func (t *Tenant) LicenseAssignments(licenseID string) []*Assignment {
 }
 
 // interner shares one copy of each repeated string (tenant, license,
-// person, asset and type ids) across the records of a build.
-type interner map[string]string
+// person, asset and type ids) across the records of a build, and copies
+// the strings it keeps into large chunks. Decoded records leave their
+// strings scattered among the garbage of the decoding; packed together,
+// the snapshot's strings do not pin the decoder's memory after a load.
+type interner struct {
+	m     map[string]string
+	chunk []byte
+}
 
-func (in interner) of(s string) string {
+const internChunk = 64 << 10
+
+func newInterner() *interner { return &interner{m: make(map[string]string)} }
+
+// of returns the shared copy of s.
+func (in *interner) of(s string) string {
 	if s == "" || in == nil {
 		return s
 	}
-	if v, ok := in[s]; ok {
+	if v, ok := in.m[s]; ok {
 		return v
 	}
-	in[s] = s
-	return s
+	v := in.copy(s)
+	in.m[v] = v
+	return v
 }
 
-func buildTenant(in interner, id string, d *Document, rev uint64) *Tenant {
+// copy returns s packed into the current chunk (ids that never repeat).
+func (in *interner) copy(s string) string {
+	if s == "" || in == nil {
+		return s
+	}
+	if len(s) > internChunk/8 {
+		return strings.Clone(s)
+	}
+	if cap(in.chunk)-len(in.chunk) < len(s) {
+		in.chunk = make([]byte, 0, internChunk)
+	}
+	off := len(in.chunk)
+	in.chunk = append(in.chunk, s...)
+	// The chunk's bytes up to len are never written again.
+	return unsafe.String(&in.chunk[off], len(s))
+}
+
+func buildTenant(in *interner, id string, d *Document, rev uint64) *Tenant {
 	id = in.of(id)
 	t := &Tenant{
 		ID:        id,
@@ -199,6 +229,9 @@ func buildTenant(in interner, id string, d *Document, rev uint64) *Tenant {
 
 	for _, l := range t.Licenses {
 		if !l.owned {
+			l.ID = in.copy(l.ID)
+			l.Name = in.of(l.Name)
+			l.Description = in.copy(l.Description)
 			l.TenantID = id
 			l.AppID = in.of(l.AppID)
 			l.AssetID = in.of(l.AssetID)
@@ -221,6 +254,7 @@ func buildTenant(in interner, id string, d *Document, rev uint64) *Tenant {
 	}
 	for _, a := range t.Assignments {
 		if !a.owned {
+			a.ID = in.copy(a.ID)
 			a.TenantID = id
 			a.LicenseID = in.of(a.LicenseID)
 			a.AssigneeID = in.of(a.AssigneeID)
@@ -237,6 +271,7 @@ func buildTenant(in interner, id string, d *Document, rev uint64) *Tenant {
 	}
 	for _, e := range t.Entitlements {
 		if !e.owned {
+			e.ID = in.copy(e.ID)
 			e.TenantID = id
 			e.AssetID = in.of(e.AssetID)
 			e.PrincipalID = in.of(e.PrincipalID)

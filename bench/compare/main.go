@@ -44,6 +44,7 @@ type config struct {
 	redisURL    string
 	out         string
 	skipOPA     bool
+	updatesOnly bool
 }
 
 func main() {
@@ -62,6 +63,7 @@ func main() {
 	flag.StringVar(&c.redisURL, "redis-url", envOr("USHER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"), "Redis for the update scenario (loopback)")
 	flag.StringVar(&c.out, "out", "bench/RESULTS.md", "results file; the chart is written beside it")
 	flag.BoolVar(&c.skipOPA, "skip-opa", false, "measure Usher and the ceiling only")
+	flag.BoolVar(&c.updatesOnly, "updates-only", false, "run only the update scenario and print it (no results file); for profiling")
 	flag.Parse()
 	if err := run(c); err != nil {
 		fmt.Fprintln(os.Stderr, "compare:", err)
@@ -190,6 +192,20 @@ type result struct {
 	hist             *hdrhistogram.Histogram // microseconds
 	cpu              time.Duration           // server CPU during the measurement
 	rss              float64
+}
+
+// add merges another measurement of the same scenario into r.
+func (r *result) add(o result) {
+	if r.hist == nil {
+		r.hist = hdrhistogram.New(1, 60_000_000, 3)
+	}
+	r.hist.Merge(o.hist)
+	r.requests += o.requests
+	r.decisions += o.decisions
+	r.errors += o.errors
+	r.seconds += o.seconds
+	r.cpu += o.cpu
+	r.rss = max(r.rss, o.rss)
 }
 
 func (r result) throughput() float64 { return float64(r.decisions) / r.seconds }
@@ -392,6 +408,14 @@ func run(c config) error {
 
 	g := gen.Default()
 	g.Tenants = c.tenants
+	if c.updatesOnly {
+		upd, err := updates(c, usherBin, g, gen.Checks(g, 1000, 1))
+		for _, r := range upd {
+			fmt.Fprintf(os.Stderr, "%-6s %-22s %9.0f decisions/s  p99 %7.0fµs  errors %d  cpu %.1fµs/decision\n",
+				r.system, r.scenario, r.throughput(), r.q(99), r.errors, r.cpuPerDecision())
+		}
+		return err
+	}
 	doc := gen.Generate(g)
 	records := doc.Len()
 	statePath := filepath.Join(dir, "state.json")
@@ -562,32 +586,45 @@ func updates(c config, usherBin string, g gen.Config, hot []decision.Request) ([
 	for i := range hot {
 		bodies[i] = usherBody(&hot[i])
 	}
-	quiet := closedLoop(s, "redis, read-only", bodies, 1, c.concurrency, c.warmup, c.duration)
-	// Changes go to the tenants the hot requests ask about, so they retire cached decisions.
-	stopW := make(chan struct{})
+	// Read-only and busy phases alternate in rounds, so the drift of a
+	// shared machine falls on both alike; each phase has its warm-up.
+	const rounds = 3
+	phase := c.duration / rounds
+	quiet := result{system: "usher", scenario: "redis, read-only"}
+	busy := result{system: "usher", scenario: fmt.Sprintf("redis, %d changes/s", c.changes)}
 	var written atomic.Int64
-	go func() {
-		t := time.NewTicker(time.Second / time.Duration(c.changes))
-		defer t.Stop()
-		for i := 0; ; i++ {
-			select {
-			case <-stopW:
-				return
-			case <-t.C:
+	for range rounds {
+		quiet.add(closedLoop(s, quiet.scenario, bodies, 1, c.concurrency, c.warmup, phase))
+		// Changes go to the tenants the hot requests ask about, so they retire cached decisions.
+		stopW := make(chan struct{})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			t := time.NewTicker(time.Second / time.Duration(c.changes))
+			defer t.Stop()
+			for {
+				select {
+				case <-stopW:
+					return
+				case <-t.C:
+				}
+				i := int(written.Load())
+				r := hot[i%len(hot)]
+				status := []string{"active", "suspended"}[i%2]
+				rec := fmt.Sprintf(`{"id": "bench-chg-%d", "tenant_id": %q, "license_id": %q, "assignee_id": %q, "status": %q}`,
+					i%50, r.TenantID, r.TenantID+"-lic00", r.Subject.ID, status)
+				if w.Put(ctx, decision.KindAssignment, []byte(rec)) == nil {
+					written.Add(1)
+				}
 			}
-			r := hot[i%len(hot)]
-			status := []string{"active", "suspended"}[i%2]
-			rec := fmt.Sprintf(`{"id": "bench-chg-%d", "tenant_id": %q, "license_id": %q, "assignee_id": %q, "status": %q}`,
-				i%50, r.TenantID, r.TenantID+"-lic00", r.Subject.ID, status)
-			if w.Put(ctx, decision.KindAssignment, []byte(rec)) == nil {
-				written.Add(1)
-			}
-		}
-	}()
-	busy := closedLoop(s, fmt.Sprintf("redis, %d changes/s", c.changes), bodies, 1, c.concurrency, c.warmup, c.duration)
-	close(stopW)
+		}()
+		busy.add(closedLoop(s, busy.scenario, bodies, 1, c.concurrency, c.warmup, phase))
+		close(stopW)
+		<-done
+	}
 	if written.Load() == 0 {
 		return nil, errors.New("no change was written")
 	}
+	fmt.Fprintf(os.Stderr, "update scenario: %d changes written in %d rounds\n", written.Load(), rounds)
 	return []result{quiet, busy}, nil
 }

@@ -12,6 +12,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"runtime"
@@ -228,7 +230,7 @@ type serveFlags struct {
 	subClaim, tenantClaim, appClaim                 string
 	leeway, jwksRefresh, shutdownDelay              time.Duration
 	evaluateAuth                                    bool
-	decisionLog                                     string
+	decisionLog, debugAddr                          string
 	decisionLogSample                               float64
 	maxBody                                         int
 	cacheEntries                                    int64
@@ -263,6 +265,7 @@ func serve(args []string, stderr io.Writer) error {
 	fs.DurationVar(&f.shutdownDelay, "shutdown-delay", 0, "after SIGTERM, keep serving (not ready, closing connections) this long before the listeners close, so load balancers notice")
 	fs.StringVar(&f.decisionLog, "decision-log", "", "write a JSON line per sampled decision to this file (- for stdout); never blocks a decision")
 	fs.Float64Var(&f.decisionLogSample, "decision-log-sample", 1, "fraction of decisions the decision log keeps, in (0, 1]")
+	fs.StringVar(&f.debugAddr, "debug-addr", "", "serve Go's pprof profiles under /debug/pprof/ on this address (off when empty; keep it on loopback)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	if err := parseFlags(fs, args); err != nil {
@@ -417,8 +420,17 @@ func serve(args []string, stderr io.Writer) error {
 	if err != nil {
 		return usagef("%v", err)
 	}
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- srv.ListenAndServe() }()
+	if f.debugAddr != "" {
+		ln, err := net.Listen("tcp", f.debugAddr)
+		if err != nil {
+			return fmt.Errorf("debug listen: %w", err)
+		}
+		defer ln.Close()
+		go func() { errc <- debugServe(ln) }()
+		log.Info("pprof serving", "debug", f.debugAddr+"/debug/pprof/")
+	}
 	var grpcSrv *grpc.Server
 	if authorizer != nil {
 		ln, err := net.Listen("tcp", f.grpcAddr)
@@ -453,6 +465,22 @@ func serve(args []string, stderr io.Writer) error {
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	return nil
+}
+
+// debugServe serves the pprof handlers on their own listener, so profiles
+// never share the decision port.
+func debugServe(ln net.Listener) error {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	err := (&http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}).Serve(ln)
+	if errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return fmt.Errorf("debug server: %w", err)
 }
 
 // redisLog sends go-redis's own messages (dial retries and the like) to

@@ -153,7 +153,24 @@ func eventually(t *testing.T, what string, f func() bool) {
 }
 
 func TestServeDemo(t *testing.T) {
-	p := startServe(t, nil)
+	debugAddr := freeAddr(t)
+	p := startServe(t, nil, "--debug-addr", debugAddr)
+	// Profiles answer on their own port only.
+	if resp, err := http.Get("http://" + debugAddr + "/debug/pprof/goroutine?debug=1"); err != nil {
+		t.Errorf("pprof on --debug-addr: %v", err)
+	} else {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(b), "goroutine profile") {
+			t.Errorf("pprof on --debug-addr = %d %.80q, want the goroutine profile", resp.StatusCode, b)
+		}
+	}
+	if resp, err := http.Get(p.base + "/debug/pprof/"); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode != 404 {
+			t.Errorf("pprof on the decision port = %d, want 404", resp.StatusCode)
+		}
+	}
 	for body, want := range map[string]string{
 		`{"tenant_id": "acme", "subject": {"id": "alice"}, "seat": {"license": "editor"}}`:                              "seat_assigned",
 		`{"tenant_id": "acme", "subject": {"id": "erin"}, "seat": {"license": "editor"}}`:                               "seat_assigned_via_group",
