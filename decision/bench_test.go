@@ -114,22 +114,44 @@ func BenchmarkDecide(b *testing.B) {
 func BenchmarkApplyChange(b *testing.B) {
 	snap := scaleSnapshot(b)
 	c := gen.Default()
-	rev := snap.Revision
-	i := 0
-	b.ReportAllocs()
-	for b.Loop() {
-		tid := gen.TenantID(i % c.Tenants)
-		doc := snap.Tenant(tid).TenantDocument()
-		a := *doc.Assignments[i%len(doc.Assignments)]
+	// One changed assignment per tenant: what the Redis follower applies.
+	changed := make([]*decision.Assignment, c.Tenants)
+	for i := range changed {
+		tid := gen.TenantID(i)
+		a := *snap.Tenant(tid).LicenseAssignments(tid + "-lic00")[0]
 		a.Status = decision.StatusSuspended
-		doc.Assignments[i%len(doc.Assignments)] = &a
-		rev++
-		next := snap.WithTenants(rev, map[string]*decision.Document{tid: doc})
-		if next.Count(decision.KindAssignment) != snap.Count(decision.KindAssignment) {
-			b.Fatal("record count changed")
-		}
-		i++
+		changed[i] = &a
 	}
+	run := func(b *testing.B, apply func(rev uint64, a *decision.Assignment) *decision.Snapshot) {
+		rev := snap.Revision
+		i := 0
+		b.ReportAllocs()
+		for b.Loop() {
+			a := changed[i%len(changed)]
+			rev++
+			next := apply(rev, a)
+			if next.Count(decision.KindAssignment) != snap.Count(decision.KindAssignment) || next.Tenant(a.TenantID).Revision != rev {
+				b.Fatal("change not applied")
+			}
+			i++
+		}
+	}
+	b.Run("edit", func(b *testing.B) {
+		run(b, func(rev uint64, a *decision.Assignment) *decision.Snapshot {
+			return snap.WithEdits(rev, map[string][]decision.Edit{a.TenantID: {{Kind: decision.KindAssignment, ID: a.ID, Record: a}}})
+		})
+	})
+	b.Run("rebuild", func(b *testing.B) {
+		run(b, func(rev uint64, a *decision.Assignment) *decision.Snapshot {
+			doc := snap.Tenant(a.TenantID).TenantDocument()
+			for j, x := range doc.Assignments {
+				if x.ID == a.ID {
+					doc.Assignments[j] = a
+				}
+			}
+			return snap.WithTenants(rev, map[string]*decision.Document{a.TenantID: doc})
+		})
+	})
 }
 
 // BenchmarkLoadDocument parses the 1,000,000-record state document and

@@ -235,7 +235,7 @@ func (e *Engine) Decide(api API, req *Request) (Decision, error) {
 	if at == 0 || at == NoTime {
 		at = InstantOf(start)
 	}
-	t := snap.tenants[req.TenantID]
+	t := snap.Tenant(req.TenantID)
 	var trev uint64
 	if t != nil {
 		trev = t.Revision
@@ -369,11 +369,11 @@ func decideSeat(t *Tenant, pol Policy, req *Request, at Instant) (Outcome, Grant
 	var g Grant
 	switch {
 	case best.Reason == SeatAssignedViaGroup && bestC.group != nil:
-		g = Grant{bestC.group.ID, bestC.groupID}
+		g = Grant{bestC.group.id, bestC.groupID}
 	case bestC.direct != nil:
-		g = Grant{ID: bestC.direct.ID}
+		g = Grant{ID: bestC.direct.id}
 	case bestC.group != nil:
-		g = Grant{bestC.group.ID, bestC.groupID}
+		g = Grant{bestC.group.id, bestC.groupID}
 	}
 	return best, g, bestC.license.ID, win
 }
@@ -396,11 +396,11 @@ func decideEntitlement(t *Tenant, pol Policy, req *Request, at Instant) (Outcome
 	var g Grant
 	switch {
 	case o.Reason == EntitledViaGroup && c.group != nil:
-		g = Grant{c.group.ID, c.groupID}
+		g = Grant{c.group.id, c.groupID}
 	case c.direct != nil:
-		g = Grant{ID: c.direct.ID}
+		g = Grant{ID: c.direct.id}
 	case c.group != nil:
-		g = Grant{c.group.ID, c.groupID}
+		g = Grant{c.group.id, c.groupID}
 	}
 	return o, g, c.win
 }

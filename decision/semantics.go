@@ -166,8 +166,8 @@ func inEffect(from, until, at Instant) bool {
 // seatCandidate gathers the facts of one license for a subject.
 type seatCandidate struct {
 	facts   SeatFacts
-	direct  *Assignment
-	group   *Assignment
+	direct  *seat
+	group   *seat
 	groupID string
 	win     window
 	license *License
@@ -192,22 +192,24 @@ func (t *Tenant) seatFacts(l *License, s Principal, scope string, at Instant) se
 		validity = ValidityExpired
 	}
 	var flags SeatFacts
+	lic, scopeRef := t.refIdx[l.ID], t.scopeRef(scope)
 	scan := func(p *principal, viaGroup bool) {
-		for _, a := range p.seats {
-			if a.LicenseID != l.ID {
-				if a.LicenseID > l.ID {
+		for _, i := range t.seatIdx[p.s0:p.s1] {
+			a := &t.seats[i]
+			if a.lic != lic {
+				if a.lic > lic {
 					return
 				}
 				continue
 			}
-			if !visible(scope, a.AppID) {
+			if scope != "" && a.app != scopeRef {
 				continue
 			}
-			c.win.bound(at, a.ValidFrom)
-			c.win.bound(at, a.ExpiresAt)
-			live := a.Status == StatusActive && inEffect(a.ValidFrom, a.ExpiresAt, at)
+			c.win.bound(at, a.validFrom)
+			c.win.bound(at, a.expiresAt)
+			live := a.status == StatusActive && inEffect(a.validFrom, a.expiresAt, at)
 			switch {
-			case a.Reservation == Denied:
+			case a.res == Denied:
 				if live {
 					flags |= SeatDenied
 				}
@@ -222,21 +224,22 @@ func (t *Tenant) seatFacts(l *License, s Principal, scope string, at Instant) se
 					c.group, c.groupID = a, p.id
 				}
 			default:
-				if a.ExpiresAt.Set() && at >= a.ExpiresAt {
+				if a.expiresAt.Set() && at >= a.expiresAt {
 					flags |= SeatExpired
 				}
-				if a.ValidFrom.Set() && at < a.ValidFrom {
+				if a.validFrom.Set() && at < a.validFrom {
 					flags |= SeatNotYetValid
 				}
-				if a.Status != StatusActive {
+				if a.status != StatusActive {
 					flags |= SeatInactive
 				}
 			}
 		}
 	}
 	if si := t.lookup(s); si >= 0 {
-		scan(&t.prins[si], false)
-		for _, g := range t.prins[si].groups {
+		p := &t.prins[si]
+		scan(p, false)
+		for _, g := range t.groupsOf(p) {
 			scan(&t.prins[g], true)
 		}
 	}
@@ -247,28 +250,34 @@ func (t *Tenant) seatFacts(l *License, s Principal, scope string, at Instant) se
 // entCandidate gathers the entitlement facts for a subject.
 type entCandidate struct {
 	facts   EntFacts
-	direct  *Entitlement
-	group   *Entitlement
+	direct  *grant
+	group   *grant
 	groupID string
 	win     window
 }
 
 func (t *Tenant) entFacts(asset, typ string, implying []string, s Principal, scope string, at Instant) entCandidate {
 	c := entCandidate{win: always}
+	ref, ok := t.refIdx[asset]
+	if !ok {
+		return c // no record names the asset
+	}
+	scopeRef := t.scopeRef(scope)
 	scan := func(p *principal, viaGroup bool) {
-		for _, e := range p.ents {
-			if e.AssetID != asset {
-				if e.AssetID > asset {
+		for _, i := range t.entIdx[p.e0:p.e1] {
+			e := &t.grants[i]
+			if e.asset != ref {
+				if e.asset > ref {
 					return
 				}
 				continue
 			}
-			if !visible(scope, e.AppID) || !satisfies(e.Type, typ, implying) {
+			if (scope != "" && e.app != scopeRef) || !satisfies(t.refs[e.typ], typ, implying) {
 				continue
 			}
-			c.win.bound(at, e.ValidFrom)
-			c.win.bound(at, e.ExpiresAt)
-			live := e.Status == StatusActive && inEffect(e.ValidFrom, e.ExpiresAt, at)
+			c.win.bound(at, e.validFrom)
+			c.win.bound(at, e.expiresAt)
+			live := e.status == StatusActive && inEffect(e.validFrom, e.expiresAt, at)
 			switch {
 			case live && !viaGroup:
 				c.facts |= EntDirect
@@ -281,25 +290,34 @@ func (t *Tenant) entFacts(asset, typ string, implying []string, s Principal, sco
 					c.group, c.groupID = e, p.id
 				}
 			default:
-				if e.Status == StatusPendingApproval {
+				if e.status == StatusPendingApproval {
 					c.facts |= EntPending
 				}
-				if e.ExpiresAt.Set() && at >= e.ExpiresAt {
+				if e.expiresAt.Set() && at >= e.expiresAt {
 					c.facts |= EntExpired
 				}
-				if e.Status == StatusSuspended || e.Status == StatusRevoked {
+				if e.status == StatusSuspended || e.status == StatusRevoked {
 					c.facts |= EntInactive
 				}
 			}
 		}
 	}
 	if si := t.lookup(s); si >= 0 {
-		scan(&t.prins[si], false)
-		for _, g := range t.prins[si].groups {
+		p := &t.prins[si]
+		scan(p, false)
+		for _, g := range t.groupsOf(p) {
 			scan(&t.prins[g], true)
 		}
 	}
 	return c
+}
+
+// scopeRef is the ref of an app scope; noRef when no record names it.
+func (t *Tenant) scopeRef(scope string) uint32 {
+	if r, ok := t.refIdx[scope]; ok {
+		return r
+	}
+	return noRef
 }
 
 func satisfies(held, want string, implying []string) bool {

@@ -1,6 +1,7 @@
 package decision
 
 import (
+	"hash/maphash"
 	"maps"
 	"runtime"
 	"slices"
@@ -17,15 +18,46 @@ type Principal struct {
 	ID   string
 }
 
-// principal is one person or group of a tenant with what it holds.
+// principal is one person or group of a tenant with what it holds, as
+// ranges of the tenant's memberOf, seatIdx and entIdx.
 type principal struct {
-	id string
-	// groups indexes (into Tenant.prins) every group the principal belongs
-	// to directly or through nesting, in id order.
-	groups []int32
-	seats  []*Assignment  // by license id, then id
-	ents   []*Entitlement // by asset id, then id
+	id  string
+	typ PrincipalType
+	// memberOf[g0:g1]: every group the principal belongs to directly or
+	// through nesting, in id order; seatIdx[s0:s1] its assignments by
+	// license, then id; entIdx[e0:e1] its entitlements by asset, then id.
+	g0, g1, s0, s1, e0, e1 uint32
 }
+
+// seat is an assignment as a snapshot keeps it: license, asset and app
+// are indexes into the tenant's refs, the assignee into its prins. About
+// half the size of an Assignment; Records turns seats back into records.
+type seat struct {
+	id                     string
+	lic, asset, app        uint32
+	assignee               int32
+	typ                    PrincipalType
+	res                    Reservation
+	status                 Status
+	deleted                bool
+	validFrom, expiresAt   Instant
+	assignedAt, lastUsedAt Instant
+}
+
+// grant is an entitlement as a snapshot keeps it (see seat).
+type grant struct {
+	id                              string
+	asset, typ, app                 uint32
+	principal                       int32
+	ptype                           PrincipalType
+	source                          GrantSource
+	status                          Status
+	deleted                         bool
+	grantedAt, validFrom, expiresAt Instant
+}
+
+// noRef is a ref index no record holds.
+const noRef = ^uint32(0)
 
 // Tenant is the immutable, indexed state of one tenant.
 type Tenant struct {
@@ -38,15 +70,23 @@ type Tenant struct {
 	licByName map[string][]*License
 	// persons and groups map ids to entries of prins: a check costs one
 	// map lookup for the subject, then slice walks.
-	persons   map[string]int32
-	groups    map[string]int32
-	prins     []principal
-	byLicense map[string][]*Assignment
+	persons  map[string]int32
+	groups   map[string]int32
+	prins    []principal
+	memberOf []int32
+	seatIdx  []int32
+	entIdx   []int32
+	licSeats []int32 // live seats by license, then id
+	// refs holds the distinct license ids, asset ids, app ids and
+	// entitlement types, sorted, with refs[0] == "": comparing indexes
+	// orders like comparing the strings.
+	refs   []string
+	refIdx map[string]uint32
+	seats  []seat  // by id
+	grants []grant // by id
 
-	Licenses     []*License
-	Assignments  []*Assignment
-	Entitlements []*Entitlement
-	Groups       []*Group
+	Licenses []*License
+	Groups   []*Group
 }
 
 // Snapshot is an immutable, indexed state of every tenant. It is safe for
@@ -54,15 +94,55 @@ type Tenant struct {
 type Snapshot struct {
 	Revision uint64
 	Built    time.Time
-	tenants  map[string]*Tenant
-	counts   [4]int
+	// Tenants are sharded by id hash so that a change copies one small
+	// shard, not an index of every tenant.
+	shards [tenantShards]map[string]*Tenant
+	counts [4]int
+}
+
+const tenantShards = 256
+
+var shardSeed = maphash.MakeSeed()
+
+func shardOf(id string) int { return int(maphash.String(shardSeed, id) % tenantShards) }
+
+// derive starts a copy of s at revision rev that shares every tenant.
+func (s *Snapshot) derive(rev uint64) *snapshotEdit {
+	return &snapshotEdit{s: &Snapshot{Revision: rev, Built: time.Now(), shards: s.shards, counts: s.counts}}
+}
+
+// snapshotEdit replaces tenants of a derived snapshot, copying each shard
+// it touches once.
+type snapshotEdit struct {
+	s      *Snapshot
+	copied [tenantShards]bool
+}
+
+// set makes t the tenant id (nil removes it).
+func (e *snapshotEdit) set(id string, t *Tenant) {
+	sh := shardOf(id)
+	m := e.s.shards[sh]
+	if !e.copied[sh] {
+		m = maps.Clone(m)
+		if m == nil {
+			m = make(map[string]*Tenant)
+		}
+		e.s.shards[sh], e.copied[sh] = m, true
+	}
+	if old := m[id]; old != nil {
+		e.s.count(old, -1)
+		delete(m, id)
+	}
+	if t != nil {
+		m[id] = t
+		e.s.count(t, 1)
+	}
 }
 
 // NewSnapshot indexes a validated document as revision rev. The snapshot
 // keeps its own copies of the records; doc is not changed.
 func NewSnapshot(doc *Document, rev uint64) *Snapshot {
 	by := doc.ByTenant()
-	s := &Snapshot{Revision: rev, Built: time.Now(), tenants: make(map[string]*Tenant, len(by))}
 	ids := make([]string, 0, len(by))
 	for id := range by {
 		ids = append(ids, id)
@@ -83,54 +163,50 @@ func NewSnapshot(doc *Document, rev uint64) *Snapshot {
 		}()
 	}
 	wg.Wait()
+	e := (&Snapshot{}).derive(rev)
 	for _, t := range built {
-		s.tenants[t.ID] = t
-		s.count(t, 1)
+		e.set(t.ID, t)
 	}
-	return s
+	return e.s
 }
 
 // WithTenants returns a copy of s at revision rev in which each listed
 // tenant is rebuilt from its document (a nil or empty document removes
 // it). Tenants not listed are shared with s, cached decisions included.
 func (s *Snapshot) WithTenants(rev uint64, docs map[string]*Document) *Snapshot {
-	n := &Snapshot{Revision: rev, Built: time.Now(), tenants: maps.Clone(s.tenants), counts: s.counts}
-	// No interning: the records of a rebuilt tenant mostly come from the
-	// previous snapshot and already share their strings.
-	var in *interner
+	e := s.derive(rev)
 	for id, d := range docs {
-		if old := n.tenants[id]; old != nil {
-			n.count(old, -1)
-			delete(n.tenants, id)
+		var t *Tenant
+		if d != nil && d.Len() > 0 {
+			// No interning: the records of a rebuilt tenant mostly come
+			// from the previous snapshot and already share their strings.
+			t = buildTenant(nil, id, d, rev)
 		}
-		if d == nil || d.Len() == 0 {
-			continue
-		}
-		t := buildTenant(in, id, d, rev)
-		n.tenants[id] = t
-		n.count(t, 1)
+		e.set(id, t)
 	}
-	return n
+	return e.s
 }
 
 func (s *Snapshot) count(t *Tenant, sign int) {
 	s.counts[KindLicense] += sign * len(t.Licenses)
-	s.counts[KindAssignment] += sign * len(t.Assignments)
-	s.counts[KindEntitlement] += sign * len(t.Entitlements)
+	s.counts[KindAssignment] += sign * len(t.seats)
+	s.counts[KindEntitlement] += sign * len(t.grants)
 	s.counts[KindGroup] += sign * len(t.Groups)
 }
 
 // Tenant returns the tenant's state, or nil when the snapshot has none.
-func (s *Snapshot) Tenant(id string) *Tenant { return s.tenants[id] }
+func (s *Snapshot) Tenant(id string) *Tenant { return s.shards[shardOf(id)][id] }
 
 // Count returns the number of records of a kind.
 func (s *Snapshot) Count(k Kind) int { return s.counts[k] }
 
 // TenantIDs returns the tenant ids in order.
 func (s *Snapshot) TenantIDs() []string {
-	ids := make([]string, 0, len(s.tenants))
-	for id := range s.tenants {
-		ids = append(ids, id)
+	var ids []string
+	for _, m := range s.shards {
+		for id := range m {
+			ids = append(ids, id)
+		}
 	}
 	sort.Strings(ids)
 	return ids
@@ -140,7 +216,7 @@ func (s *Snapshot) TenantIDs() []string {
 func (s *Snapshot) Document() *Document {
 	d := &Document{}
 	for _, id := range s.TenantIDs() {
-		d.Append(s.tenants[id].Records())
+		d.Append(s.Tenant(id).Records())
 	}
 	return d
 }
@@ -153,15 +229,53 @@ func (t *Tenant) TenantDocument() *Document {
 	return d
 }
 
-// Records returns the tenant's records as a document that shares the
-// snapshot's slices: the caller must not change it.
+// Records returns the tenant's records as a document. Licenses and groups
+// are the snapshot's own (immutable: the caller must not change them);
+// assignments and entitlements are rebuilt from the compact form.
 func (t *Tenant) Records() *Document {
-	return &Document{Licenses: t.Licenses, Assignments: t.Assignments, Entitlements: t.Entitlements, Groups: t.Groups}
+	as := make([]Assignment, len(t.seats))
+	ap := make([]*Assignment, len(t.seats))
+	for i := range t.seats {
+		t.assignment(i, &as[i])
+		ap[i] = &as[i]
+	}
+	es := make([]Entitlement, len(t.grants))
+	ep := make([]*Entitlement, len(t.grants))
+	for i := range t.grants {
+		g := &t.grants[i]
+		es[i] = Entitlement{ID: g.id, TenantID: t.ID, AssetID: t.refs[g.asset], PrincipalID: t.prins[g.principal].id,
+			Type: t.refs[g.typ], AppID: t.refs[g.app], PrincipalType: g.ptype, GrantSource: g.source, Status: g.status,
+			Deleted: g.deleted, GrantedAt: g.grantedAt, ValidFrom: g.validFrom, ExpiresAt: g.expiresAt}
+		ep[i] = &es[i]
+	}
+	return &Document{Licenses: t.Licenses, Assignments: ap, Entitlements: ep, Groups: t.Groups}
 }
 
-// LicenseAssignments returns the assignments of a license, sorted by id.
+func (t *Tenant) assignment(i int, a *Assignment) {
+	s := &t.seats[i]
+	*a = Assignment{ID: s.id, TenantID: t.ID, LicenseID: t.refs[s.lic], AssigneeID: t.prins[s.assignee].id,
+		AssetID: t.refs[s.asset], AppID: t.refs[s.app], AssigneeType: s.typ, Reservation: s.res, Status: s.status,
+		Deleted: s.deleted, AssignedAt: s.assignedAt, ValidFrom: s.validFrom, ExpiresAt: s.expiresAt, LastUsedAt: s.lastUsedAt}
+}
+
+// LicenseAssignments returns the live assignments of a license, sorted by id.
 func (t *Tenant) LicenseAssignments(licenseID string) []*Assignment {
-	return t.byLicense[licenseID]
+	ref, ok := t.refIdx[licenseID]
+	if !ok {
+		return nil
+	}
+	lo := sort.Search(len(t.licSeats), func(i int) bool { return t.seats[t.licSeats[i]].lic >= ref })
+	hi := lo
+	for hi < len(t.licSeats) && t.seats[t.licSeats[hi]].lic == ref {
+		hi++
+	}
+	out := make([]*Assignment, hi-lo)
+	vals := make([]Assignment, hi-lo)
+	for i := range out {
+		t.assignment(int(t.licSeats[lo+i]), &vals[i])
+		out[i] = &vals[i]
+	}
+	return out
 }
 
 // interner shares one copy of each repeated string (tenant, license,
@@ -217,16 +331,23 @@ func buildTenant(in *interner, id string, d *Document, rev uint64) *Tenant {
 		licByName: make(map[string][]*License, len(d.Licenses)),
 		persons:   make(map[string]int32),
 		groups:    make(map[string]int32, len(d.Groups)),
-		byLicense: make(map[string][]*Assignment, len(d.Licenses)),
+		refIdx:    map[string]uint32{"": 0},
 	}
-	// Records new to snapshots are copied (the caller keeps its own, and
-	// interning writes to them); records of an older snapshot are shared
-	// as they are: they never change.
+	// Licenses and groups new to snapshots are copied (the caller keeps
+	// its own, and interning writes to them); those of an older snapshot
+	// are shared as they are: they never change.
 	t.Licenses = sortedCopies(d.Licenses, func(l *License) string { return l.ID }, func(l *License) *bool { return &l.owned })
-	t.Assignments = sortedCopies(d.Assignments, func(a *Assignment) string { return a.ID }, func(a *Assignment) *bool { return &a.owned })
-	t.Entitlements = sortedCopies(d.Entitlements, func(e *Entitlement) string { return e.ID }, func(e *Entitlement) *bool { return &e.owned })
 	t.Groups = sortedCopies(d.Groups, func(g *Group) string { return g.ID }, func(g *Group) *bool { return &g.owned })
+	as := slices.Clone(d.Assignments)
+	slices.SortFunc(as, func(a, b *Assignment) int { return strings.Compare(a.ID, b.ID) })
+	es := slices.Clone(d.Entitlements)
+	slices.SortFunc(es, func(a, b *Entitlement) int { return strings.Compare(a.ID, b.ID) })
 
+	ref := func(s string) {
+		if _, ok := t.refIdx[s]; !ok {
+			t.refIdx[in.of(s)] = 0
+		}
+	}
 	for _, l := range t.Licenses {
 		if !l.owned {
 			l.ID = in.copy(l.ID)
@@ -239,7 +360,27 @@ func buildTenant(in *interner, id string, d *Document, rev uint64) *Tenant {
 		}
 		t.licByID[l.ID] = l
 		t.licByName[l.Name] = append(t.licByName[l.Name], l)
+		ref(l.ID)
 	}
+	for _, a := range as {
+		ref(a.LicenseID)
+		ref(a.AssetID)
+		ref(a.AppID)
+	}
+	for _, e := range es {
+		ref(e.AssetID)
+		ref(e.Type)
+		ref(e.AppID)
+	}
+	t.refs = make([]string, 0, len(t.refIdx))
+	for s := range t.refIdx {
+		t.refs = append(t.refs, s)
+	}
+	slices.Sort(t.refs)
+	for i, s := range t.refs {
+		t.refIdx[s] = uint32(i)
+	}
+
 	for _, g := range t.Groups {
 		if !g.owned {
 			g.TenantID = id
@@ -250,40 +391,22 @@ func buildTenant(in *interner, id string, d *Document, rev uint64) *Tenant {
 			}
 			g.owned = true
 		}
-		t.principal(Principal{GroupPrincipal, g.ID})
+		t.principal(Principal{GroupPrincipal, g.ID}, in)
 	}
-	for _, a := range t.Assignments {
-		if !a.owned {
-			a.ID = in.copy(a.ID)
-			a.TenantID = id
-			a.LicenseID = in.of(a.LicenseID)
-			a.AssigneeID = in.of(a.AssigneeID)
-			a.AssetID = in.of(a.AssetID)
-			a.AppID = in.of(a.AppID)
-			a.owned = true
-		}
-		if a.Deleted {
-			continue
-		}
-		p := t.principal(Principal{a.AssigneeType, a.AssigneeID})
-		t.prins[p].seats = append(t.prins[p].seats, a)
-		t.byLicense[a.LicenseID] = append(t.byLicense[a.LicenseID], a)
+	// Seats and grants in id order.
+	t.seats = make([]seat, len(as))
+	for i, a := range as {
+		p := t.principal(Principal{a.AssigneeType, a.AssigneeID}, in)
+		t.seats[i] = seat{id: in.copy(a.ID), lic: t.refIdx[a.LicenseID], asset: t.refIdx[a.AssetID], app: t.refIdx[a.AppID],
+			assignee: p, typ: a.AssigneeType, res: a.Reservation, status: a.Status, deleted: a.Deleted,
+			validFrom: a.ValidFrom, expiresAt: a.ExpiresAt, assignedAt: a.AssignedAt, lastUsedAt: a.LastUsedAt}
 	}
-	for _, e := range t.Entitlements {
-		if !e.owned {
-			e.ID = in.copy(e.ID)
-			e.TenantID = id
-			e.AssetID = in.of(e.AssetID)
-			e.PrincipalID = in.of(e.PrincipalID)
-			e.Type = in.of(e.Type)
-			e.AppID = in.of(e.AppID)
-			e.owned = true
-		}
-		if e.Deleted {
-			continue
-		}
-		p := t.principal(Principal{e.PrincipalType, e.PrincipalID})
-		t.prins[p].ents = append(t.prins[p].ents, e)
+	t.grants = make([]grant, len(es))
+	for i, e := range es {
+		p := t.principal(Principal{e.PrincipalType, e.PrincipalID}, in)
+		t.grants[i] = grant{id: in.copy(e.ID), asset: t.refIdx[e.AssetID], typ: t.refIdx[e.Type], app: t.refIdx[e.AppID],
+			principal: p, ptype: e.PrincipalType, source: e.GrantSource, status: e.Status, deleted: e.Deleted,
+			grantedAt: e.GrantedAt, validFrom: e.ValidFrom, expiresAt: e.ExpiresAt}
 	}
 
 	// parents: principal index -> groups it is a direct member of.
@@ -291,12 +414,14 @@ func buildTenant(in *interner, id string, d *Document, rev uint64) *Tenant {
 	for _, g := range t.Groups {
 		gi := t.groups[g.ID]
 		for _, m := range g.Members {
-			p := t.principal(Principal{m.Type, m.ID})
+			p := t.principal(Principal{m.Type, m.ID}, in)
 			parents[p] = append(parents[p], gi)
 		}
 	}
+	closure := make([][]int32, len(t.prins))
 	var queue []int32
 	seen := make(map[int32]bool)
+	memberN := 0
 	for p, direct := range parents {
 		clear(seen)
 		queue = append(queue[:0], direct...)
@@ -314,16 +439,25 @@ func buildTenant(in *interner, id string, d *Document, rev uint64) *Tenant {
 			queue = append(queue, parents[g]...)
 		}
 		slices.SortFunc(all, func(a, b int32) int { return strings.Compare(t.prins[a].id, t.prins[b].id) })
-		t.prins[p].groups = slices.Clip(all)
+		closure[p] = all
+		memberN += len(all)
 	}
+
+	// One backing array per index; each principal holds ranges of them.
+	t.memberOf = make([]int32, 0, memberN)
 	for i := range t.prins {
 		pr := &t.prins[i]
-		slices.SortStableFunc(pr.seats, func(a, b *Assignment) int { return strings.Compare(a.LicenseID, b.LicenseID) })
-		slices.SortStableFunc(pr.ents, func(a, b *Entitlement) int { return strings.Compare(a.AssetID, b.AssetID) })
-		pr.seats, pr.ents = slices.Clip(pr.seats), slices.Clip(pr.ents)
+		pr.g0 = uint32(len(t.memberOf))
+		t.memberOf = append(t.memberOf, closure[i]...)
+		pr.g1 = uint32(len(t.memberOf))
 	}
+	t.indexSeats()
+	t.indexGrants()
 	return t
 }
+
+// groupsOf returns the groups p belongs to, directly or through nesting.
+func (t *Tenant) groupsOf(p *principal) []int32 { return t.memberOf[p.g0:p.g1] }
 
 // index is the id -> prins map of a principal type.
 func (t *Tenant) index(typ PrincipalType) map[string]int32 {
@@ -334,13 +468,14 @@ func (t *Tenant) index(typ PrincipalType) map[string]int32 {
 }
 
 // principal returns the index of p's entry, adding it when new.
-func (t *Tenant) principal(p Principal) int32 {
+func (t *Tenant) principal(p Principal, in *interner) int32 {
 	if i := t.lookup(p); i >= 0 {
 		return i
 	}
 	i := int32(len(t.prins))
-	t.prins = append(t.prins, principal{id: p.ID})
-	t.index(p.Type)[p.ID] = i
+	id := in.of(p.ID)
+	t.prins = append(t.prins, principal{id: id, typ: p.Type})
+	t.index(p.Type)[id] = i
 	return i
 }
 
@@ -385,7 +520,7 @@ func (t *Tenant) Memberships() map[Principal][]string {
 	out := make(map[Principal][]string)
 	add := func(m map[string]int32, typ PrincipalType) {
 		for id, i := range m {
-			if gs := t.prins[i].groups; len(gs) > 0 {
+			if gs := t.groupsOf(&t.prins[i]); len(gs) > 0 {
 				ids := make([]string, len(gs))
 				for j, g := range gs {
 					ids[j] = t.prins[g].id

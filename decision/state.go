@@ -176,7 +176,6 @@ type Assignment struct {
 	Reservation                                         Reservation
 	Status                                              Status
 	Deleted                                             bool
-	owned                                               bool
 	AssignedAt, ValidFrom, ExpiresAt, LastUsedAt        Instant
 }
 
@@ -187,7 +186,6 @@ type Entitlement struct {
 	GrantSource                                     GrantSource
 	Status                                          Status
 	Deleted                                         bool
-	owned                                           bool
 	GrantedAt, ValidFrom, ExpiresAt                 Instant
 }
 

@@ -3,6 +3,8 @@ package decision_test
 import (
 	"bytes"
 	"errors"
+	"maps"
+	"slices"
 	"strings"
 	"testing"
 
@@ -74,6 +76,25 @@ func TestDocumentRoundTrip(t *testing.T) {
 	var first bytes.Buffer
 	if _, err := snap.Document().WriteTo(&first); err != nil {
 		t.Fatal(err)
+	}
+	// The snapshot gives back every record as it came in, by tenant and id.
+	in := mustDocument(t, s.State)
+	by := in.ByTenant()
+	sorted := &decision.Document{}
+	for _, id := range slices.Sorted(maps.Keys(by)) {
+		d := by[id]
+		slices.SortFunc(d.Licenses, func(a, b *decision.License) int { return strings.Compare(a.ID, b.ID) })
+		slices.SortFunc(d.Assignments, func(a, b *decision.Assignment) int { return strings.Compare(a.ID, b.ID) })
+		slices.SortFunc(d.Entitlements, func(a, b *decision.Entitlement) int { return strings.Compare(a.ID, b.ID) })
+		slices.SortFunc(d.Groups, func(a, b *decision.Group) int { return strings.Compare(a.ID, b.ID) })
+		sorted.Append(d)
+	}
+	var want bytes.Buffer
+	if _, err := sorted.WriteTo(&want); err != nil {
+		t.Fatal(err)
+	}
+	if first.String() != want.String() {
+		t.Errorf("export differs from the document loaded:\n%s\n---\n%s", first.String(), want.String())
 	}
 	again := mustDocument(t, first.Bytes())
 	var second bytes.Buffer

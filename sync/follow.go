@@ -399,60 +399,9 @@ func (f *RedisFollower) reportBad(bad []error) {
 	}
 }
 
-// tenantEdit is a tenant's current records plus the changes of a batch,
-// kept sparse: a change costs an entry, not a copy of the tenant.
-type tenantEdit struct {
-	base    *decision.Document
-	changes [len(Kinds)]map[string]any // id -> record, or deleted
-}
-
-type tombstone struct{}
-
-var deleted any = tombstone{}
-
-func newEdit(d *decision.Document) *tenantEdit { return &tenantEdit{base: d} }
-
-func (e *tenantEdit) set(kind decision.Kind, id string, rec any) {
-	if e.changes[kind] == nil {
-		e.changes[kind] = map[string]any{}
-	}
-	e.changes[kind][id] = rec
-}
-
-func (e *tenantEdit) document() *decision.Document {
-	d := &decision.Document{}
-	for i, kind := range Kinds {
-		ch := e.changes[i]
-		if e.base != nil {
-			for _, r := range records(e.base, kind) {
-				if _, id := identity(r); ch == nil || ch[id] == nil {
-					add(d, r)
-				}
-			}
-		}
-		for _, r := range ch {
-			if r != deleted {
-				add(d, r)
-			}
-		}
-	}
-	return d
-}
-
 // apply turns one XREAD batch into one new snapshot.
 func (f *RedisFollower) apply(ctx context.Context, streams []redis.XStream) error {
-	edits := map[string]*tenantEdit{}
-	edit := func(t string) *tenantEdit {
-		if e := edits[t]; e != nil {
-			return e
-		}
-		var d *decision.Document
-		if ts := f.cur.Tenant(t); ts != nil {
-			d = ts.Records()
-		}
-		edits[t] = newEdit(d)
-		return edits[t]
-	}
+	edits := map[string][]decision.Edit{}
 	reread := map[string]bool{}
 	pos := f.pos
 	var lastAt int64
@@ -477,7 +426,7 @@ func (f *RedisFollower) apply(ctx context.Context, streams []redis.XStream) erro
 					continue
 				}
 				if op == OpDelete {
-					edit(tenant).set(kind, id, deleted)
+					edits[tenant] = append(edits[tenant], decision.Edit{Kind: kind, ID: id})
 					continue
 				}
 				rec, err := decodeRecord(kind, []byte(str(FieldRecord)))
@@ -490,7 +439,7 @@ func (f *RedisFollower) apply(ctx context.Context, streams []redis.XStream) erro
 					bad = append(bad, fmt.Errorf("event %s: %w", m.ID, err))
 					continue
 				}
-				edit(tenant).set(kind, id, rec)
+				edits[tenant] = append(edits[tenant], decision.Edit{Kind: kind, ID: id, Record: rec})
 			default:
 				bad = append(bad, fmt.Errorf("event %s: unknown op %q", m.ID, op))
 			}
@@ -499,6 +448,8 @@ func (f *RedisFollower) apply(ctx context.Context, streams []redis.XStream) erro
 	if n == 0 {
 		return nil
 	}
+	f.rev++
+	snap := f.cur
 	if len(reread) > 0 {
 		list := make([]string, 0, len(reread))
 		for t := range reread {
@@ -509,17 +460,16 @@ func (f *RedisFollower) apply(ctx context.Context, streams []redis.XStream) erro
 			return err // nothing applied; the batch is read again from f.pos
 		}
 		bad = append(bad, b...)
+		// A tenant read now holds every change of the batch.
 		for _, t := range list {
-			edits[t] = newEdit(docs[t])
+			delete(edits, t)
 		}
+		snap = snap.WithTenants(f.rev, docs)
 	}
 	f.reportBad(bad)
-	docs := make(map[string]*decision.Document, len(edits))
-	for t, e := range edits {
-		docs[t] = e.document()
+	if len(edits) > 0 {
+		snap = snap.WithEdits(f.rev, edits)
 	}
-	f.rev++
-	snap := f.cur.WithTenants(f.rev, docs)
 	f.cur, f.pos = snap, pos
 	f.entriesAdded += int64(n)
 	f.posView.Store(&pos)

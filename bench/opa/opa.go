@@ -53,7 +53,8 @@ func app(m map[string]any, a string) {
 func Data(s *decision.Snapshot, implies map[string][]string) map[string]any {
 	tenants := map[string]any{}
 	for _, tid := range s.TenantIDs() {
-		t := s.Tenant(tid)
+		ts := s.Tenant(tid)
+		t := ts.Records()
 		licenses := map[string]any{}
 		byName := map[string][]any{}
 		for _, l := range t.Licenses {
@@ -95,7 +96,7 @@ func Data(s *decision.Snapshot, implies map[string][]string) map[string]any {
 			ents[e.AssetID][k] = append(ents[e.AssetID][k], m)
 		}
 		groupsOf := map[string]any{}
-		for p, gs := range t.Memberships() {
+		for p, gs := range ts.Memberships() {
 			list := make([]any, len(gs))
 			for i, g := range gs {
 				list[i] = g
