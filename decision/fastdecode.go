@@ -38,29 +38,27 @@ func fastObjectAt(p *jsonscan.Scanner, keys []string, field func(p *jsonscan.Sca
 	})
 }
 
+// str reads a string aliasing the buffer (Decode* give records their own
+// copies; whole documents alias their bytes).
 func str(p *jsonscan.Scanner, dst *string) bool {
 	if p.Null() {
 		return true
 	}
-	var s string
-	if !p.RawString(&s) {
-		return false
-	}
-	*dst = strings.Clone(s)
-	return true
+	return p.RawString(dst)
 }
 
-func optStr(p *jsonscan.Scanner, dst **string) bool {
+// optTime reads an optional time: it aliases the buffer, as record()
+// parses it and keeps only the Instant.
+func optTime(p *jsonscan.Scanner, dst **string) bool {
 	if p.Null() {
 		*dst = nil
 		return true
 	}
-	var s string
-	if !p.RawString(&s) {
+	s := new(string)
+	if !p.RawString(s) {
 		return false
 	}
-	c := strings.Clone(s)
-	*dst = &c
+	*dst = s
 	return true
 }
 
@@ -109,17 +107,17 @@ func fastLicenseAt(p *jsonscan.Scanner, w *licenseWire) bool {
 		case "status":
 			return true, str(p, &w.Status)
 		case "valid_from":
-			return true, optStr(p, &w.ValidFrom)
+			return true, optTime(p, &w.ValidFrom)
 		case "expires_at":
-			return true, optStr(p, &w.ExpiresAt)
+			return true, optTime(p, &w.ExpiresAt)
 		case "lease_duration_s":
 			return true, num(p, &w.LeaseDurationS)
 		case "app_id":
 			return true, str(p, &w.AppID)
 		case "created_at":
-			return true, optStr(p, &w.CreatedAt)
+			return true, optTime(p, &w.CreatedAt)
 		case "updated_at":
-			return true, optStr(p, &w.UpdatedAt)
+			return true, optTime(p, &w.UpdatedAt)
 		case "is_deleted":
 			return true, boolean(p, &w.IsDeleted)
 		}
@@ -155,17 +153,17 @@ func fastAssignmentAt(p *jsonscan.Scanner, w *assignmentWire) bool {
 		case "status":
 			return true, str(p, &w.Status)
 		case "assigned_at":
-			return true, optStr(p, &w.AssignedAt)
+			return true, optTime(p, &w.AssignedAt)
 		case "valid_from":
-			return true, optStr(p, &w.ValidFrom)
+			return true, optTime(p, &w.ValidFrom)
 		case "expires_at":
-			return true, optStr(p, &w.ExpiresAt)
+			return true, optTime(p, &w.ExpiresAt)
 		case "is_deleted":
 			return true, boolean(p, &w.IsDeleted)
 		case "app_id":
 			return true, str(p, &w.AppID)
 		case "last_used_at":
-			return true, optStr(p, &w.LastUsedAt)
+			return true, optTime(p, &w.LastUsedAt)
 		}
 		return false, false
 	})
@@ -199,11 +197,11 @@ func fastEntitlementAt(p *jsonscan.Scanner, w *entitlementWire) bool {
 		case "status":
 			return true, str(p, &w.Status)
 		case "granted_at":
-			return true, optStr(p, &w.GrantedAt)
+			return true, optTime(p, &w.GrantedAt)
 		case "valid_from":
-			return true, optStr(p, &w.ValidFrom)
+			return true, optTime(p, &w.ValidFrom)
 		case "expires_at":
-			return true, optStr(p, &w.ExpiresAt)
+			return true, optTime(p, &w.ExpiresAt)
 		case "is_deleted":
 			return true, boolean(p, &w.IsDeleted)
 		case "app_id":

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"unsafe"
 
 	"github.com/usher-authz/usher/internal/jsonw"
 )
@@ -75,6 +76,41 @@ type groupWire struct {
 	Members  []memberWire `json:"members"`
 }
 
+// own gives the strings a copy of their own, in one allocation, so that
+// the record does not keep the buffer it was decoded from.
+func own(fields ...*string) {
+	n := 0
+	for _, f := range fields {
+		n += len(*f)
+	}
+	if n == 0 {
+		return
+	}
+	b := make([]byte, 0, n)
+	for _, f := range fields {
+		b = append(b, *f...)
+	}
+	all := unsafe.String(&b[0], n)
+	off := 0
+	for _, f := range fields {
+		*f = all[off : off+len(*f)]
+		off += len(*f)
+	}
+}
+
+func (l *License) own() { own(&l.ID, &l.TenantID, &l.Name, &l.Description, &l.AssetID, &l.AppID) }
+func (a *Assignment) own() {
+	own(&a.ID, &a.TenantID, &a.LicenseID, &a.AssigneeID, &a.AssetID, &a.AppID)
+}
+func (e *Entitlement) own() { own(&e.ID, &e.TenantID, &e.AssetID, &e.PrincipalID, &e.Type, &e.AppID) }
+func (g *Group) own() {
+	fields := []*string{&g.ID, &g.TenantID}
+	for i := range g.Members {
+		fields = append(fields, &g.Members[i].ID)
+	}
+	own(fields...)
+}
+
 // checker collects the rule violations of one record.
 type checker struct {
 	kind Kind
@@ -87,6 +123,19 @@ func (c *checker) fail(field, rule string) {
 }
 
 func (c *checker) err() error { return errors.Join(c.errs...) }
+
+// plainID reports whether a required id passes id_ without a complaint.
+func plainID(v string) bool {
+	if v == "" || len(v) > maxIDLen {
+		return false
+	}
+	for i := 0; i < len(v); i++ {
+		if v[i] < 0x20 || v[i] == 0x7f {
+			return false
+		}
+	}
+	return true
+}
 
 func (c *checker) id_(field, v string, required bool) {
 	switch {
@@ -185,6 +234,16 @@ func typeName(k string) string {
 
 // DecodeLicense parses and validates one license record.
 func DecodeLicense(m []byte) (*License, error) {
+	r, err := decodeLicense(m)
+	if err != nil {
+		return nil, err
+	}
+	r.own()
+	return r, nil
+}
+
+// decodeLicense is DecodeLicense with the record's strings aliasing m.
+func decodeLicense(m []byte) (*License, error) {
 	var w licenseWire
 	if !fastLicense(m, &w) {
 		w = licenseWire{}
@@ -235,6 +294,16 @@ func (w *licenseWire) record() (*License, error) {
 
 // DecodeAssignment parses and validates one assignment record.
 func DecodeAssignment(m []byte) (*Assignment, error) {
+	r, err := decodeAssignment(m)
+	if err != nil {
+		return nil, err
+	}
+	r.own()
+	return r, nil
+}
+
+// decodeAssignment is DecodeAssignment with the record's strings aliasing m.
+func decodeAssignment(m []byte) (*Assignment, error) {
 	var w assignmentWire
 	if !fastAssignment(m, &w) {
 		w = assignmentWire{}
@@ -280,6 +349,16 @@ func (w *assignmentWire) record() (*Assignment, error) {
 
 // DecodeEntitlement parses and validates one entitlement record.
 func DecodeEntitlement(m []byte) (*Entitlement, error) {
+	r, err := decodeEntitlement(m)
+	if err != nil {
+		return nil, err
+	}
+	r.own()
+	return r, nil
+}
+
+// decodeEntitlement is DecodeEntitlement with the record's strings aliasing m.
+func decodeEntitlement(m []byte) (*Entitlement, error) {
 	var w entitlementWire
 	if !fastEntitlement(m, &w) {
 		w = entitlementWire{}
@@ -324,6 +403,16 @@ func (w *entitlementWire) record() (*Entitlement, error) {
 
 // DecodeGroup parses and validates one group record.
 func DecodeGroup(m []byte) (*Group, error) {
+	r, err := decodeGroup(m)
+	if err != nil {
+		return nil, err
+	}
+	r.own()
+	return r, nil
+}
+
+// decodeGroup is DecodeGroup with the record's strings aliasing m.
+func decodeGroup(m []byte) (*Group, error) {
 	var w groupWire
 	if !fastGroup(m, &w) {
 		w = groupWire{}
@@ -341,9 +430,13 @@ func (w *groupWire) record() (*Group, error) {
 	c.id_("tenant_id", w.TenantID, true)
 	g := &Group{ID: w.ID, TenantID: w.TenantID, Members: make([]Member, 0, len(w.Members))}
 	for i, m := range w.Members {
-		field := fmt.Sprintf("members[%d]", i)
-		c.id_(field+".id", m.ID, true)
-		t := c.principal(field+".type", m.Type)
+		t, ok := ParsePrincipalType(m.Type)
+		if !ok || !plainID(m.ID) {
+			// Field names are built only for errors: groups can be large.
+			field := fmt.Sprintf("members[%d]", i)
+			c.id_(field+".id", m.ID, true)
+			t = c.principal(field+".type", m.Type)
+		}
 		g.Members = append(g.Members, Member{ID: m.ID, Type: t})
 	}
 	if err := c.err(); err != nil {

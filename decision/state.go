@@ -294,7 +294,8 @@ func ParseDocument(r io.Reader) (*Document, error) {
 	return ParseDocumentBytes(b)
 }
 
-// ParseDocumentBytes is ParseDocument over a document in memory.
+// ParseDocumentBytes is ParseDocument over a document in memory; the
+// document's strings may alias b (see DecodeDocumentBytes).
 func ParseDocumentBytes(b []byte) (*Document, error) {
 	doc, err := DecodeDocumentBytes(b)
 	if err != nil {
@@ -319,7 +320,8 @@ func DecodeDocument(r io.Reader) (*Document, error) {
 
 // DecodeDocumentBytes is DecodeDocument over a document in memory. Records
 // are found in place (no copy of the document); each is decoded and
-// checked on its own.
+// checked on its own. Their strings may alias b, which must not change
+// while the document is in use (a snapshot keeps copies of its own).
 func DecodeDocumentBytes(b []byte) (*Document, error) {
 	if doc, errs, ok := scanDocument(b); ok {
 		if len(errs) > 0 {
@@ -381,10 +383,10 @@ func scanDocument(b []byte) (*Document, []error, bool) {
 	}
 	doc := &Document{}
 	var errs []error
-	doc.Licenses, errs = decodeAll(spans[KindLicense], DecodeLicense, errs)
-	doc.Assignments, errs = decodeAll(spans[KindAssignment], DecodeAssignment, errs)
-	doc.Entitlements, errs = decodeAll(spans[KindEntitlement], DecodeEntitlement, errs)
-	doc.Groups, errs = decodeAll(spans[KindGroup], DecodeGroup, errs)
+	doc.Licenses, errs = decodeAll(spans[KindLicense], decodeLicense, errs)
+	doc.Assignments, errs = decodeAll(spans[KindAssignment], decodeAssignment, errs)
+	doc.Entitlements, errs = decodeAll(spans[KindEntitlement], decodeEntitlement, errs)
+	doc.Groups, errs = decodeAll(spans[KindGroup], decodeGroup, errs)
 	return doc, errs, true
 }
 

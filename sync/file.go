@@ -87,6 +87,7 @@ func (f *FileFollower) LastError() string {
 
 // Load reads, validates and publishes the document now.
 func (f *FileFollower) Load() error {
+	start := time.Now()
 	st, err := stat(f.cfg.Path)
 	if err != nil {
 		return f.fail(err)
@@ -105,7 +106,7 @@ func (f *FileFollower) Load() error {
 	f.cfg.Publish(snap)
 	f.lastErr.Store(nil)
 	f.cfg.Logger.Info("state loaded", "path", f.cfg.Path, "revision", f.rev, "records", doc.Len(),
-		"took", time.Since(snap.Built).Round(time.Microsecond))
+		"took", time.Since(start).Round(time.Millisecond))
 	// The raw file and the decoded copies are garbage several times the
 	// snapshot's size; return that memory now rather than hold it as RSS
 	// (in the background: the new state is already serving).

@@ -19,6 +19,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -441,6 +443,10 @@ func run(c config) error {
 		return err
 	}
 	snap, doc, db = nil, nil, nil
+	// Free this process's gigabytes now, so the collector does not run
+	// beside the servers as they load.
+	runtime.GC()
+	debug.FreeOSMemory()
 	fmt.Fprintf(os.Stderr, "generated %d records in %d tenants\n", records, c.tenants)
 
 	var servers []*server

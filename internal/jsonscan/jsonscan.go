@@ -3,7 +3,10 @@
 // that fall back to encoding/json for anything unusual and for errors.
 package jsonscan
 
-import "unsafe"
+import (
+	"bytes"
+	"unsafe"
+)
 
 // Scanner reads JSON from a byte slice without allocating. Strings it
 // returns alias the buffer. Methods report false on anything they do not
@@ -84,30 +87,35 @@ func (p *Scanner) Str(dst *string) bool {
 	return p.RawString(dst)
 }
 
+// plain marks the bytes a string holds as they are: printable ASCII
+// other than the quote and the backslash.
+var plain = func() (t [256]bool) {
+	for c := 0x20; c < 0x80; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
 // RawString reads a string without escapes or control characters.
 func (p *Scanner) RawString(dst *string) bool {
 	if !p.Byte('"') {
 		return false
 	}
-	start := p.I
-	for p.I < len(p.Buf) {
-		c := p.Buf[p.I]
-		switch {
-		case c == '"':
-			n := p.I - start
-			p.I++
-			if n == 0 {
-				*dst = ""
-			} else {
-				*dst = unsafe.String(&p.Buf[start], n)
-			}
-			return true
-		case c == '\\' || c < 0x20 || c >= 0x80:
-			return false // escapes, control characters and non-ASCII go the slow way
-		}
-		p.I++
+	start, i, buf := p.I, p.I, p.Buf
+	for i < len(buf) && plain[buf[i]] {
+		i++
 	}
-	return false
+	// Escapes, control characters and non-ASCII go the slow way.
+	if i == len(buf) || buf[i] != '"' {
+		return false
+	}
+	p.I = i + 1
+	if i == start {
+		*dst = ""
+	} else {
+		*dst = unsafe.String(&buf[start], i-start)
+	}
+	return true
 }
 
 // Skip reads any JSON value.
@@ -189,14 +197,58 @@ func (p *Scanner) Number() bool {
 	return true
 }
 
-// Span skips one value and returns its bytes.
+// Span skips one value and returns its bytes. Objects and arrays are
+// matched by bracket counting outside strings, without checking their
+// inside: callers parse the span itself before trusting it.
 func (p *Scanner) Span() ([]byte, bool) {
 	p.WS()
 	start := p.I
+	if p.I < len(p.Buf) && (p.Buf[p.I] == '{' || p.Buf[p.I] == '[') {
+		if end, ok := matchBrackets(p.Buf, p.I); ok {
+			p.I = end
+			return p.Buf[start:end], true
+		}
+		return nil, false
+	}
 	if !p.Skip() {
 		return nil, false
 	}
 	return p.Buf[start:p.I], true
+}
+
+// matchBrackets returns the end of the object or array at b[i].
+func matchBrackets(b []byte, i int) (int, bool) {
+	depth := 0
+	for i < len(b) {
+		switch b[i] {
+		case '"':
+			// Find the closing quote: one not escaped by an odd run of backslashes.
+			for {
+				j := bytes.IndexByte(b[i+1:], '"')
+				if j < 0 {
+					return 0, false
+				}
+				i += 1 + j
+				k := i - 1
+				for b[k] == '\\' {
+					k--
+				}
+				if (i-1-k)%2 == 0 {
+					break
+				}
+			}
+		case '{', '[':
+			if depth++; depth > MaxDepth {
+				return 0, false
+			}
+		case '}', ']':
+			if depth--; depth == 0 {
+				return i + 1, true
+			}
+		}
+		i++
+	}
+	return 0, false
 }
 
 // Int reads an integer value.
