@@ -2,6 +2,7 @@ package decision_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"maps"
 	"slices"
@@ -117,10 +118,14 @@ func TestDocumentRoundTrip(t *testing.T) {
 func FuzzParseDocument(f *testing.F) {
 	f.Add([]byte(`{"licenses": [{"id": "l", "tenant_id": "t", "name": "x", "seat_limit": 3}], "assignments": [{"id": "a", "tenant_id": "t", "license_id": "l", "assignee_id": "u"}]}`))
 	f.Add([]byte(`{"groups": [{"id": "g", "tenant_id": "t", "members": [{"id": "g", "type": "group"}]}]}`))
+	f.Add([]byte(`{"assignments": [{"id": "a", "tenant_id": "t", "license_id": "l", "assignee_id": "u", "x": [}], "licenses": []}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		doc, err := decision.ParseDocument(bytes.NewReader(b))
 		if err != nil {
 			return
+		}
+		if !json.Valid(b) {
+			t.Fatalf("accepted a document that is not JSON: %q", b)
 		}
 		var out bytes.Buffer
 		if _, err := decision.NewSnapshot(doc, 1).Document().WriteTo(&out); err != nil {
