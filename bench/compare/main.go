@@ -93,6 +93,9 @@ func noop(addr string) {
 	}
 }
 
+// rounds is how many turns the alternating measurements take.
+const rounds = 3
+
 // server is one system under test.
 type server struct {
 	name  string
@@ -518,11 +521,24 @@ func run(c config) error {
 		fmt.Fprintf(os.Stderr, "%-6s %-22s %9.0f decisions/s  p50 %6.0fµs  p99 %7.0fµs  p99.9 %7.0fµs  errors %d  cpu %.1fµs/decision\n",
 			r.system, r.scenario, r.throughput(), r.q(50), r.q(99), r.q(99.9), r.errors, r.cpuPerDecision())
 	}
-	// Closed loop, hot and cold, alternating systems; the ceiling first.
-	measure(closedLoop(noopS, "ceiling", bodies(us, hot), 1, c.concurrency, c.warmup, c.duration))
-	for _, s := range systems {
-		measure(closedLoop(s, "cache-hot closed", bodies(s, hot), 1, c.concurrency, c.warmup, c.duration))
+	// Closed loop, cache-hot: the ceiling and the systems take turns in
+	// rounds, each phase after its own warm-up, so the drift of a shared
+	// machine falls on all alike.
+	hotRes := make([]result, len(systems)+1)
+	for range rounds {
+		for i, s := range append([]*server{noopS}, systems...) {
+			scenario := "cache-hot closed"
+			if s == noopS {
+				scenario = "ceiling"
+			}
+			hotRes[i].system, hotRes[i].scenario = s.name, scenario
+			hotRes[i].add(closedLoop(s, scenario, bodies(s, hot), 1, c.concurrency, c.warmup, c.duration/rounds))
+		}
 	}
+	for _, r := range hotRes {
+		measure(r)
+	}
+	// Cache-cold: one phase each, so no check is asked twice.
 	for _, s := range systems {
 		measure(closedLoop(s, "cache-cold closed", bodies(s, cold), 1, c.concurrency, c.warmup, c.duration))
 	}
@@ -592,9 +608,7 @@ func updates(c config, usherBin string, g gen.Config, hot []decision.Request) ([
 	for i := range hot {
 		bodies[i] = usherBody(&hot[i])
 	}
-	// Read-only and busy phases alternate in rounds, so the drift of a
-	// shared machine falls on both alike; each phase has its warm-up.
-	const rounds = 3
+	// Read-only and busy phases alternate in rounds, as the hot phases do.
 	phase := c.duration / rounds
 	quiet := result{system: "usher", scenario: "redis, read-only"}
 	busy := result{system: "usher", scenario: fmt.Sprintf("redis, %d changes/s", c.changes)}

@@ -79,9 +79,9 @@ func report(c config, records int, us, op *server, mismatches int, rs []result) 
 	}
 	svg := strings.TrimSuffix(c.out, filepath.Ext(c.out)) + "-latency.svg"
 	fmt.Fprintf(&b, "\n![latency percentiles, cache-hot closed loop](%s)\n", filepath.Base(svg))
-	b.WriteString("\nScenarios: *cache-hot* repeats 1,000 checks; *cache-cold* draws from 600,000 distinct checks, so nearly every Usher answer is computed; " +
+	b.WriteString("\nScenarios: *cache-hot* repeats 1,000 checks, the ceiling and the systems taking turns in 3 rounds (each phase after its warm-up); *cache-cold* draws from 600,000 distinct checks, so nearly every Usher answer is computed; " +
 		"*open* sends at a fixed rate and measures latency from the scheduled send time; *batch* sends the hot checks 100 to a request; " +
-		"*redis* is a second Usher following the same state in Redis, first read-only, then while changes to the hot tenants arrive. " +
+		"*redis* is a second Usher following the same state in Redis, read-only and while changes to the hot tenants arrive, alternating in 3 rounds. " +
 		"Server CPU is the process's user+system time from /proc over the measured interval.\n")
 	if err := os.WriteFile(c.out, []byte(b.String()), 0o644); err != nil {
 		return err
