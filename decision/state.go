@@ -340,7 +340,30 @@ func scanDocument(b []byte) (*Document, []error, bool) {
 	if !p.Byte('{') {
 		return nil, nil, false
 	}
-	var spans [4][][]byte
+	// This goroutine finds record spans; workers decode them meanwhile, a
+	// chunk at a time.
+	workers := runtime.GOMAXPROCS(0)
+	jobs := make(chan *chunk, 4*workers)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for c := range jobs {
+				c.decode()
+			}
+		}()
+	}
+	var chunks [4][]*chunk
+	var cur *chunk
+	var count [4]int
+	flush := func() {
+		if cur != nil && len(cur.spans) > 0 {
+			chunks[cur.kind] = append(chunks[cur.kind], cur)
+			jobs <- cur
+		}
+		cur = nil
+	}
 	seen := map[string]bool{}
 	kinds := map[string]Kind{"licenses": KindLicense, "assignments": KindAssignment, "entitlements": KindEntitlement, "groups": KindGroup}
 	ok := p.Object(func(key string) bool {
@@ -366,61 +389,91 @@ func scanDocument(b []byte) (*Document, []error, bool) {
 		if p.Byte(']') {
 			return true
 		}
+		defer flush()
 		for {
 			m, ok := p.Span()
 			if !ok {
 				return false
 			}
-			spans[kind] = append(spans[kind], m)
+			if cur == nil {
+				cur = &chunk{kind: kind, base: count[kind], spans: make([][]byte, 0, chunkSpans)}
+			}
+			cur.spans = append(cur.spans, m)
+			count[kind]++
+			if len(cur.spans) == chunkSpans {
+				flush()
+			}
 			if p.Byte(',') {
 				continue
 			}
 			return p.Byte(']')
 		}
 	})
+	close(jobs)
+	wg.Wait()
 	if !ok || !p.Done() {
 		return nil, nil, false
 	}
-	doc := &Document{}
+	doc := &Document{
+		Licenses:     make([]*License, 0, count[KindLicense]),
+		Assignments:  make([]*Assignment, 0, count[KindAssignment]),
+		Entitlements: make([]*Entitlement, 0, count[KindEntitlement]),
+		Groups:       make([]*Group, 0, count[KindGroup]),
+	}
 	var errs []error
-	doc.Licenses, errs = decodeAll(spans[KindLicense], decodeLicense, errs)
-	doc.Assignments, errs = decodeAll(spans[KindAssignment], decodeAssignment, errs)
-	doc.Entitlements, errs = decodeAll(spans[KindEntitlement], decodeEntitlement, errs)
-	doc.Groups, errs = decodeAll(spans[KindGroup], decodeGroup, errs)
+	for _, cs := range chunks {
+		for _, c := range cs {
+			doc.Licenses = append(doc.Licenses, c.lics...)
+			doc.Assignments = append(doc.Assignments, c.asgs...)
+			doc.Entitlements = append(doc.Entitlements, c.ents...)
+			doc.Groups = append(doc.Groups, c.grps...)
+			errs = append(errs, c.errs...)
+		}
+	}
 	return doc, errs, true
 }
 
-// decodeAll decodes records in parallel, keeping their order and
-// reporting errors with their array index.
-func decodeAll[R any](spans [][]byte, decode func([]byte) (R, error), errs []error) ([]R, []error) {
-	out := make([]R, len(spans))
-	bad := make([]error, len(spans))
-	workers := min(runtime.GOMAXPROCS(0), max(1, len(spans)/1024))
-	var wg sync.WaitGroup
-	for w := range workers {
-		lo, hi := w*len(spans)/workers, (w+1)*len(spans)/workers
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := lo; i < hi; i++ {
-				r, err := decode(spans[i])
-				if err != nil {
-					bad[i] = at(err, i)
-				}
-				out[i] = r
-			}
-		}()
+// chunkSpans is how many records a decoding job holds.
+const chunkSpans = 2048
+
+// chunk is a run of records of one kind, decoded by one worker.
+type chunk struct {
+	kind  Kind
+	base  int // array index of the first record
+	spans [][]byte
+	lics  []*License
+	asgs  []*Assignment
+	ents  []*Entitlement
+	grps  []*Group
+	errs  []error
+}
+
+func (c *chunk) decode() {
+	switch c.kind {
+	case KindLicense:
+		c.lics = decodeSpans(c, decodeLicense)
+	case KindAssignment:
+		c.asgs = decodeSpans(c, decodeAssignment)
+	case KindEntitlement:
+		c.ents = decodeSpans(c, decodeEntitlement)
+	case KindGroup:
+		c.grps = decodeSpans(c, decodeGroup)
 	}
-	wg.Wait()
-	good := out[:0]
-	for i, r := range out {
-		if bad[i] != nil {
-			errs = append(errs, bad[i])
+}
+
+// decodeSpans decodes a chunk's records, reporting errors with their
+// array index.
+func decodeSpans[R any](c *chunk, decode func([]byte) (R, error)) []R {
+	out := make([]R, 0, len(c.spans))
+	for i, m := range c.spans {
+		r, err := decode(m)
+		if err != nil {
+			c.errs = append(c.errs, at(err, c.base+i))
 			continue
 		}
-		good = append(good, r)
+		out = append(out, r)
 	}
-	return good, errs
+	return out
 }
 
 func decodeDocumentSlow(r io.Reader) (*Document, error) {
@@ -514,6 +567,22 @@ func (d *Document) Validate() error {
 		}
 		groups[k] = true
 	}
+	// Assignments and entitlements are the bulk and independent: check
+	// them side by side, keeping the errors in document order.
+	var entErrs []error
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		seen := make(map[key]bool, len(d.Entitlements))
+		for i, e := range d.Entitlements {
+			k := key{e.TenantID, e.ID}
+			if seen[k] {
+				entErrs = append(entErrs, &RecordError{KindEntitlement, i, e.ID, "id", "must be unique among entitlements of tenant " + strconv.Quote(e.TenantID)})
+			}
+			seen[k] = true
+		}
+	}()
 	seen := make(map[key]bool, len(d.Assignments))
 	for i, a := range d.Assignments {
 		k := key{a.TenantID, a.ID}
@@ -525,14 +594,8 @@ func (d *Document) Validate() error {
 			errs = append(errs, &RecordError{KindAssignment, i, a.ID, "license_id", fmt.Sprintf("must name a license of tenant %q, no license %q there", a.TenantID, a.LicenseID)})
 		}
 	}
-	clear(seen)
-	for i, e := range d.Entitlements {
-		k := key{e.TenantID, e.ID}
-		if seen[k] {
-			errs = append(errs, &RecordError{KindEntitlement, i, e.ID, "id", "must be unique among entitlements of tenant " + strconv.Quote(e.TenantID)})
-		}
-		seen[k] = true
-	}
+	wg.Wait()
+	errs = append(errs, entErrs...)
 	for i, g := range d.Groups {
 		for j, m := range g.Members {
 			if m.Type == GroupPrincipal && !groups[key{g.TenantID, m.ID}] {

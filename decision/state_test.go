@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"maps"
 	"slices"
 	"strings"
@@ -52,6 +53,9 @@ func TestParseDocumentRejects(t *testing.T) {
 		{"group member type", `{"groups": [{"id": "g1", "tenant_id": "acme", "members": [{"id": "x", "type": "bot"}]}]}`,
 			[]string{`groups[0] (id "g1"): members[0].type: must be person or group`}},
 		{"control characters", `{"licenses": [{"id": "l\n1", "tenant_id": "t", "name": "x"}]}`, []string{`id: must not contain control characters`}},
+		{"errors past the first decoding chunk keep their index and order", manyAssignments(5000, 4500, 4999),
+			[]string{`assignments[4500] (id "a4500"): status: must be one of active|suspended|revoked, got "paused"` + "\n" +
+				`assignments[4999] (id "a4999"): status: must be one of active|suspended|revoked, got "paused"`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			doc, err := decision.ParseDocument(strings.NewReader(tc.doc))
@@ -113,6 +117,25 @@ func TestDocumentRoundTrip(t *testing.T) {
 	if !strings.Contains(first.String(), `"seat_limit":null`) || !strings.Contains(first.String(), `"assignee_type":"person"`) {
 		t.Errorf("export lacks null seat limit or normalized assignee type:\n%s", first.String())
 	}
+}
+
+// manyAssignments is a document of n assignments of which the listed ones
+// have a status no rule allows.
+func manyAssignments(n int, bad ...int) string {
+	var b strings.Builder
+	b.WriteString(`{"licenses": [{"id": "l", "tenant_id": "t", "name": "x"}], "assignments": [`)
+	for i := range n {
+		if i > 0 {
+			b.WriteString(",")
+		}
+		status := "active"
+		if slices.Contains(bad, i) {
+			status = "paused"
+		}
+		fmt.Fprintf(&b, `{"id": "a%d", "tenant_id": "t", "license_id": "l", "assignee_id": "u%d", "status": %q}`, i, i, status)
+	}
+	b.WriteString("]}")
+	return b.String()
 }
 
 func FuzzParseDocument(f *testing.F) {
