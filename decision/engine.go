@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"math/bits"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -120,6 +121,9 @@ type Config struct {
 type cacheEntry struct {
 	key       string
 	tenantRev uint64
+	// seen is the id of the newest snapshot in which tenantRev was found
+	// current: a hit in that snapshot needs no tenant lookup.
+	seen      atomic.Uint64
 	policyRev uint64
 	win       window
 	outcome   Outcome
@@ -133,10 +137,14 @@ type policyBox struct{ p Policy }
 // for concurrent use; SetSnapshot and SetPolicy swap atomically and every
 // Decide sees one snapshot and one policy from start to end.
 type Engine struct {
-	snap    atomic.Pointer[Snapshot]
-	pol     atomic.Pointer[policyBox]
-	fresh   atomic.Int64
-	cache   *ristretto.Cache[uint64, *cacheEntry]
+	snap  atomic.Pointer[Snapshot]
+	pol   atomic.Pointer[policyBox]
+	fresh atomic.Int64
+	cache *ristretto.Cache[uint64, *cacheEntry]
+	// front is a small direct-mapped table of recent entries before the
+	// cache: a hot check costs one atomic load, not ristretto's admission
+	// bookkeeping. Entries are checked exactly as cache entries are.
+	front   []atomic.Pointer[cacheEntry]
 	seed    maphash.Seed
 	now     func() time.Time
 	metrics *Metrics
@@ -169,9 +177,13 @@ func NewEngine(cfg Config) (*Engine, error) {
 			return nil, fmt.Errorf("decision cache: %w", err)
 		}
 		e.cache = c
+		e.front = make([]atomic.Pointer[cacheEntry], min(frontSlots, 1<<bits.Len64(uint64(n-1))))
 	}
 	return e, nil
 }
+
+// frontSlots bounds the front table (a power of two).
+const frontSlots = 1 << 15
 
 // Close releases the cache's goroutines.
 func (e *Engine) Close() {
@@ -235,24 +247,60 @@ func (e *Engine) Decide(api API, req *Request) (Decision, error) {
 	if at == 0 || at == NoTime {
 		at = InstantOf(start)
 	}
-	t := snap.Tenant(req.TenantID)
-	var trev uint64
-	if t != nil {
-		trev = t.Revision
-	}
 	d := Decision{ID: e.nextID(), Revision: snap.Revision}
 
 	var arr [256]byte
 	key := appendKey(arr[:0], req)
 	var h uint64
+	var t *Tenant
+	looked := false
+	tenant := func() *Tenant {
+		if !looked {
+			t, looked = snap.Tenant(req.TenantID), true
+		}
+		return t
+	}
+	// usable reports whether c answers req now: same key and policy, the
+	// time inside its window, and its tenant unchanged since it was made.
+	usable := func(c *cacheEntry) bool {
+		if c == nil || c.key != string(key) || c.policyRev != pol.Revision() || !c.win.holds(at) {
+			return false
+		}
+		if c.seen.Load() == snap.id {
+			return true
+		}
+		var trev uint64
+		if t := tenant(); t != nil {
+			trev = t.Revision
+		}
+		if trev != c.tenantRev {
+			return false
+		}
+		c.seen.Store(snap.id)
+		return true
+	}
 	if e.cache != nil {
 		h = maphash.Bytes(e.seed, key)
-		if c, ok := e.cache.Get(h); ok && c.key == string(key) && c.tenantRev == trev &&
-			c.policyRev == pol.Revision() && c.win.holds(at) {
+		slot := &e.front[h&uint64(len(e.front)-1)]
+		c := slot.Load()
+		hit := usable(c)
+		if !hit {
+			if c, hit = e.cache.Get(h); hit {
+				if hit = usable(c); hit {
+					slot.Store(c)
+				}
+			}
+		}
+		if hit {
 			d.Allowed, d.Reason, d.Grant, d.LicenseID, d.Cached = c.outcome.Allowed, c.outcome.Reason, c.grant, c.license, true
 			e.observe(api, req, d, start)
 			return d, nil
 		}
+	}
+	t = tenant()
+	var trev uint64
+	if t != nil {
+		trev = t.Revision
 	}
 	var (
 		o   Outcome
@@ -274,7 +322,10 @@ func (e *Engine) Decide(api API, req *Request) (Decision, error) {
 	}
 	d.Allowed, d.Reason, d.Grant, d.LicenseID = o.Allowed, o.Reason, g, lic
 	if e.cache != nil {
-		e.cache.Set(h, &cacheEntry{key: string(key), tenantRev: trev, policyRev: pol.Revision(), win: win, outcome: o, grant: g, license: lic}, 1)
+		c := &cacheEntry{key: string(key), tenantRev: trev, policyRev: pol.Revision(), win: win, outcome: o, grant: g, license: lic}
+		c.seen.Store(snap.id)
+		e.cache.Set(h, c, 1)
+		e.front[h&uint64(len(e.front)-1)].Store(c)
 	}
 	e.observe(api, req, d, start)
 	return d, nil

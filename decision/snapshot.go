@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 )
@@ -94,6 +95,9 @@ type Tenant struct {
 type Snapshot struct {
 	Revision uint64
 	Built    time.Time
+	// id is unique in the process (revisions need not be): cache entries
+	// remember the snapshot in which they were last checked.
+	id uint64
 	// Tenants are sharded by id hash so that a change copies one small
 	// shard, not an index of every tenant.
 	shards [tenantShards]map[string]*Tenant
@@ -102,13 +106,16 @@ type Snapshot struct {
 
 const tenantShards = 256
 
-var shardSeed = maphash.MakeSeed()
+var (
+	shardSeed   = maphash.MakeSeed()
+	snapshotIDs atomic.Uint64
+)
 
 func shardOf(id string) int { return int(maphash.String(shardSeed, id) % tenantShards) }
 
 // derive starts a copy of s at revision rev that shares every tenant.
 func (s *Snapshot) derive(rev uint64) *snapshotEdit {
-	return &snapshotEdit{s: &Snapshot{Revision: rev, Built: time.Now(), shards: s.shards, counts: s.counts}}
+	return &snapshotEdit{s: &Snapshot{Revision: rev, Built: time.Now(), id: snapshotIDs.Add(1), shards: s.shards, counts: s.counts}}
 }
 
 // snapshotEdit replaces tenants of a derived snapshot, copying each shard
