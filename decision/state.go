@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -223,12 +224,18 @@ func (d *Document) Append(o *Document) {
 // ByTenant splits the document by tenant; the parts share its records.
 func (d *Document) ByTenant() map[string]*Document {
 	by := make(map[string]*Document)
+	var last string
+	var lastP *Document
 	get := func(t string) *Document {
+		if lastP != nil && t == last {
+			return lastP // documents are mostly in tenant order
+		}
 		p := by[t]
 		if p == nil {
 			p = &Document{}
 			by[t] = p
 		}
+		last, lastP = t, p
 		return p
 	}
 	for _, r := range d.Licenses {
@@ -549,59 +556,117 @@ func at(err error, i int) error {
 // tenant, and references that stay inside a tenant. Each record is already
 // valid on its own (the Decode functions check that).
 func (d *Document) Validate() error {
-	var errs []error
-	type key struct{ tenant, id string }
-	lics := make(map[key]bool, len(d.Licenses))
-	for i, l := range d.Licenses {
-		k := key{l.TenantID, l.ID}
-		if lics[k] {
-			errs = append(errs, &RecordError{KindLicense, i, l.ID, "id", "must be unique among licenses of tenant " + strconv.Quote(l.TenantID)})
+	// Rules hold per tenant: group the records' indexes by tenant and check
+	// tenants on every core with small maps, then report the violations in
+	// document order.
+	type indexes struct{ lics, asgs, ents, grps []int32 }
+	by := map[string]*indexes{}
+	var last string
+	var lastX *indexes
+	get := func(t string) *indexes {
+		if lastX != nil && t == last {
+			return lastX // documents are mostly in tenant order
 		}
-		lics[k] = true
-	}
-	groups := make(map[key]bool, len(d.Groups))
-	for i, g := range d.Groups {
-		k := key{g.TenantID, g.ID}
-		if groups[k] {
-			errs = append(errs, &RecordError{KindGroup, i, g.ID, "id", "must be unique among groups of tenant " + strconv.Quote(g.TenantID)})
+		x := by[t]
+		if x == nil {
+			x = &indexes{}
+			by[t] = x
 		}
-		groups[k] = true
+		last, lastX = t, x
+		return x
 	}
-	// Assignments and entitlements are the bulk and independent: check
-	// them side by side, keeping the errors in document order.
-	var entErrs []error
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		seen := make(map[key]bool, len(d.Entitlements))
-		for i, e := range d.Entitlements {
-			k := key{e.TenantID, e.ID}
-			if seen[k] {
-				entErrs = append(entErrs, &RecordError{KindEntitlement, i, e.ID, "id", "must be unique among entitlements of tenant " + strconv.Quote(e.TenantID)})
+	for i, r := range d.Licenses {
+		x := get(r.TenantID)
+		x.lics = append(x.lics, int32(i))
+	}
+	for i, r := range d.Assignments {
+		x := get(r.TenantID)
+		x.asgs = append(x.asgs, int32(i))
+	}
+	for i, r := range d.Entitlements {
+		x := get(r.TenantID)
+		x.ents = append(x.ents, int32(i))
+	}
+	for i, r := range d.Groups {
+		x := get(r.TenantID)
+		x.grps = append(x.grps, int32(i))
+	}
+	type found struct {
+		order [3]int // rule, record index, member
+		err   error
+	}
+	check := func(tenant string, x *indexes, out []found) []found {
+		q := strconv.Quote(tenant)
+		lics := make(map[string]bool, len(x.lics))
+		for _, i := range x.lics {
+			l := d.Licenses[i]
+			if lics[l.ID] {
+				out = append(out, found{[3]int{0, int(i)}, &RecordError{KindLicense, int(i), l.ID, "id", "must be unique among licenses of tenant " + q}})
 			}
-			seen[k] = true
+			lics[l.ID] = true
 		}
-	}()
-	seen := make(map[key]bool, len(d.Assignments))
-	for i, a := range d.Assignments {
-		k := key{a.TenantID, a.ID}
-		if seen[k] {
-			errs = append(errs, &RecordError{KindAssignment, i, a.ID, "id", "must be unique among assignments of tenant " + strconv.Quote(a.TenantID)})
+		groups := make(map[string]bool, len(x.grps))
+		for _, i := range x.grps {
+			g := d.Groups[i]
+			if groups[g.ID] {
+				out = append(out, found{[3]int{1, int(i)}, &RecordError{KindGroup, int(i), g.ID, "id", "must be unique among groups of tenant " + q}})
+			}
+			groups[g.ID] = true
 		}
-		seen[k] = true
-		if !lics[key{a.TenantID, a.LicenseID}] {
-			errs = append(errs, &RecordError{KindAssignment, i, a.ID, "license_id", fmt.Sprintf("must name a license of tenant %q, no license %q there", a.TenantID, a.LicenseID)})
+		seen := make(map[string]bool, len(x.asgs))
+		for _, i := range x.asgs {
+			a := d.Assignments[i]
+			if seen[a.ID] {
+				out = append(out, found{[3]int{2, int(i), 0}, &RecordError{KindAssignment, int(i), a.ID, "id", "must be unique among assignments of tenant " + q}})
+			}
+			seen[a.ID] = true
+			if !lics[a.LicenseID] {
+				out = append(out, found{[3]int{2, int(i), 1}, &RecordError{KindAssignment, int(i), a.ID, "license_id", fmt.Sprintf("must name a license of tenant %q, no license %q there", tenant, a.LicenseID)}})
+			}
 		}
+		clear(seen)
+		for _, i := range x.ents {
+			e := d.Entitlements[i]
+			if seen[e.ID] {
+				out = append(out, found{[3]int{3, int(i)}, &RecordError{KindEntitlement, int(i), e.ID, "id", "must be unique among entitlements of tenant " + q}})
+			}
+			seen[e.ID] = true
+		}
+		for _, i := range x.grps {
+			g := d.Groups[i]
+			for j, m := range g.Members {
+				if m.Type == GroupPrincipal && !groups[m.ID] {
+					out = append(out, found{[3]int{4, int(i), j}, &RecordError{KindGroup, int(i), g.ID, fmt.Sprintf("members[%d].id", j), fmt.Sprintf("must name a group of tenant %q, no group %q there", tenant, m.ID)}})
+				}
+			}
+		}
+		return out
+	}
+	tenants := make([]string, 0, len(by))
+	for t := range by {
+		tenants = append(tenants, t)
+	}
+	workers := min(runtime.GOMAXPROCS(0), max(1, len(tenants)/8))
+	results := make([][]found, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < len(tenants); i += workers {
+				results[w] = check(tenants[i], by[tenants[i]], results[w])
+			}
+		}()
 	}
 	wg.Wait()
-	errs = append(errs, entErrs...)
-	for i, g := range d.Groups {
-		for j, m := range g.Members {
-			if m.Type == GroupPrincipal && !groups[key{g.TenantID, m.ID}] {
-				errs = append(errs, &RecordError{KindGroup, i, g.ID, fmt.Sprintf("members[%d].id", j), fmt.Sprintf("must name a group of tenant %q, no group %q there", g.TenantID, m.ID)})
-			}
-		}
+	var all []found
+	for _, r := range results {
+		all = append(all, r...)
+	}
+	slices.SortFunc(all, func(a, b found) int { return slices.Compare(a.order[:], b.order[:]) })
+	errs := make([]error, len(all))
+	for i, f := range all {
+		errs[i] = f.err
 	}
 	return errors.Join(errs...)
 }

@@ -53,6 +53,17 @@ func TestParseDocumentRejects(t *testing.T) {
 		{"group member type", `{"groups": [{"id": "g1", "tenant_id": "acme", "members": [{"id": "x", "type": "bot"}]}]}`,
 			[]string{`groups[0] (id "g1"): members[0].type: must be person or group`}},
 		{"control characters", `{"licenses": [{"id": "l\n1", "tenant_id": "t", "name": "x"}]}`, []string{`id: must not contain control characters`}},
+		{"rules across tenants reported in document order", `{
+ "licenses": [{"id": "l", "tenant_id": "t1", "name": "x"}, {"id": "l", "tenant_id": "t2", "name": "x"}, {"id": "l", "tenant_id": "t2", "name": "y"}],
+ "assignments": [{"id": "a", "tenant_id": "t1", "license_id": "nope", "assignee_id": "u"}, {"id": "a", "tenant_id": "t2", "license_id": "l", "assignee_id": "u"},
+  {"id": "a", "tenant_id": "t2", "license_id": "gone", "assignee_id": "u"}],
+ "groups": [{"id": "g", "tenant_id": "t2", "members": [{"id": "h", "type": "group"}, {"id": "i", "type": "group"}]}]}`,
+			[]string{`licenses[2] (id "l"): id: must be unique among licenses of tenant "t2"` + "\n" +
+				`assignments[0] (id "a"): license_id: must name a license of tenant "t1", no license "nope" there` + "\n" +
+				`assignments[2] (id "a"): id: must be unique among assignments of tenant "t2"` + "\n" +
+				`assignments[2] (id "a"): license_id: must name a license of tenant "t2", no license "gone" there` + "\n" +
+				`groups[0] (id "g"): members[0].id: must name a group of tenant "t2", no group "h" there` + "\n" +
+				`groups[0] (id "g"): members[1].id: must name a group of tenant "t2", no group "i" there`}},
 		{"errors past the first decoding chunk keep their index and order", manyAssignments(5000, 4500, 4999),
 			[]string{`assignments[4500] (id "a4500"): status: must be one of active|suspended|revoked, got "paused"` + "\n" +
 				`assignments[4999] (id "a4999"): status: must be one of active|suspended|revoked, got "paused"`}},

@@ -5,6 +5,7 @@ package jsonscan
 
 import (
 	"bytes"
+	"encoding/binary"
 	"unsafe"
 )
 
@@ -96,12 +97,25 @@ var plain = func() (t [256]bool) {
 	return t
 }()
 
+const ones, highs = 0x0101010101010101, 0x8080808080808080
+
+// special reports whether any byte of w is not plain (it may report true
+// for plain bytes too; never false for a special one).
+func special(w uint64) bool {
+	zero := func(x uint64) uint64 { return (x - ones) & ^x & highs }
+	return (w&highs)|((w-0x20*ones)&^w&highs)|zero(w^('"'*ones))|zero(w^('\\'*ones)) != 0
+}
+
 // RawString reads a string without escapes or control characters.
 func (p *Scanner) RawString(dst *string) bool {
 	if !p.Byte('"') {
 		return false
 	}
 	start, i, buf := p.I, p.I, p.Buf
+	// Eight bytes at a time while none is special, then byte by byte.
+	for i+8 <= len(buf) && !special(binary.LittleEndian.Uint64(buf[i:])) {
+		i += 8
+	}
 	for i < len(buf) && plain[buf[i]] {
 		i++
 	}

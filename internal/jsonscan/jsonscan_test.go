@@ -44,3 +44,49 @@ func TestRawString(t *testing.T) {
 		}
 	}
 }
+
+// special never misses a byte that is not plain, in any position.
+func TestSpecial(t *testing.T) {
+	for c := range 256 {
+		for pos := range 8 {
+			b := []byte("abcdefgh")
+			b[pos] = byte(c)
+			w := uint64(0)
+			for i := 7; i >= 0; i-- {
+				w = w<<8 | uint64(b[i])
+			}
+			if !plain[c] && !special(w) {
+				t.Errorf("special(%q) = false, byte %#x at %d is not plain", b, c, pos)
+			}
+		}
+	}
+	if special(0x6867666564636261) { // "abcdefgh"
+		t.Errorf("special reports plain letters")
+	}
+}
+
+// FuzzRawString holds RawString to a byte-by-byte reading.
+func FuzzRawString(f *testing.F) {
+	f.Add([]byte(`"0123456789abcdef\"x"`))
+	f.Add([]byte("\"abcdefghijklmnop\x7f\xc3\xa9\""))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p := Scanner{Buf: b}
+		var got string
+		ok := p.RawString(&got)
+		// Reference: after optional whitespace, a quote, plain bytes, a quote.
+		i := countWS(b)
+		want, wantOK := "", false
+		if i < len(b) && b[i] == '"' {
+			j := i + 1
+			for j < len(b) && plain[b[j]] {
+				j++
+			}
+			if j < len(b) && b[j] == '"' {
+				want, wantOK = string(b[i+1:j]), true
+			}
+		}
+		if ok != wantOK || got != want {
+			t.Fatalf("RawString(%q) = %q, %v; want %q, %v", b, got, ok, want, wantOK)
+		}
+	})
+}
