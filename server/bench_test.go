@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -83,6 +84,37 @@ func BenchmarkHandleEvaluate(b *testing.B) {
 	i := 0
 	for b.Loop() {
 		ctx.Request.SetBody(reqs[i&1023])
+		ctx.Response.Reset()
+		srv.Handle(&ctx)
+		if ctx.Response.StatusCode() != 200 {
+			b.Fatalf("status %d: %s", ctx.Response.StatusCode(), ctx.Response.Body())
+		}
+		i++
+	}
+}
+
+// BenchmarkHandleBatch is the server's own work for a batch of 100 cached
+// checks; ns/op is per batch.
+func BenchmarkHandleBatch(b *testing.B) {
+	srv, _ := scaleServer(b)
+	reqs := bodies(1000)
+	batches := make([][]byte, 10)
+	for i := range batches {
+		batches[i] = append([]byte(`{"checks": [`), bytes.Join(reqs[i*100:(i+1)*100], []byte(","))...)
+		batches[i] = append(batches[i], "]}"...)
+	}
+	var ctx fasthttp.RequestCtx
+	ctx.Request.Header.SetMethod("POST")
+	ctx.Request.SetRequestURI("/v1/evaluate/batch")
+	for _, body := range batches {
+		ctx.Request.SetBody(body)
+		srv.Handle(&ctx)
+	}
+	time.Sleep(50 * time.Millisecond) // let ristretto apply the sets
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		ctx.Request.SetBody(batches[i%len(batches)])
 		ctx.Response.Reset()
 		srv.Handle(&ctx)
 		if ctx.Response.StatusCode() != 200 {

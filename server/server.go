@@ -10,6 +10,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 	"github.com/usher-authz/usher/auth"
 	"github.com/usher-authz/usher/authz"
 	"github.com/usher-authz/usher/decision"
+	"github.com/usher-authz/usher/internal/jsonscan"
 	"github.com/usher-authz/usher/internal/jsonw"
 )
 
@@ -370,16 +372,22 @@ func (s *Server) batch(ctx *fasthttp.RequestCtx) {
 	if !ok {
 		return
 	}
-	var b batchBody
-	if err := unmarshal(ctx.PostBody(), &b, ""); err != nil {
-		writeError(ctx, fasthttp.StatusBadRequest, "invalid_request", message(err))
-		return
+	checks, ok := batchChecks(ctx.PostBody())
+	if !ok {
+		var b batchBody
+		if err := unmarshal(ctx.PostBody(), &b, ""); err != nil {
+			writeError(ctx, fasthttp.StatusBadRequest, "invalid_request", message(err))
+			return
+		}
+		if b.Checks == nil {
+			writeError(ctx, fasthttp.StatusBadRequest, "invalid_request", "checks: is required")
+			return
+		}
+		checks = make([][]byte, len(*b.Checks))
+		for i, c := range *b.Checks {
+			checks[i] = c
+		}
 	}
-	if b.Checks == nil {
-		writeError(ctx, fasthttp.StatusBadRequest, "invalid_request", "checks: is required")
-		return
-	}
-	checks := *b.Checks
 	if len(checks) > MaxBatchChecks {
 		writeError(ctx, fasthttp.StatusBadRequest, "invalid_request",
 			fmt.Sprintf("checks: at most %d checks per batch, got %d", MaxBatchChecks, len(checks)))
@@ -389,20 +397,23 @@ func (s *Server) batch(ctx *fasthttp.RequestCtx) {
 		s.engineError(ctx, readinessError(s.cfg.Engine))
 		return
 	}
-	out := make([]byte, 0, 64+160*len(checks))
-	out = append(out, `{"results":[`...)
+	bp := batchBufs.Get().(*[]byte)
+	out := append((*bp)[:0], `{"results":[`...)
 	for i, raw := range checks {
 		if i > 0 {
 			out = append(out, ',')
 		}
 		var req decision.Request
-		prefix := "checks[" + strconv.Itoa(i) + "]."
-		if err := parseEvaluateInto(raw, prefix, id.Tenant, &req); err != nil {
-			out = appendErrorObject(out, "invalid_request", message(err))
-			continue
-		}
-		if err := scope(id, &req, prefix); err != nil {
-			out = appendErrorObject(out, "forbidden", err.Error())
+		// Errors name the check; the prefix is built only for them.
+		err := parseEvaluateInto(raw, "", id.Tenant, &req)
+		if err == nil {
+			err = scope(id, &req, "")
+			if err != nil {
+				out = appendErrorObject(out, "forbidden", scope(id, &req, checkPrefix(i)).Error())
+				continue
+			}
+		} else {
+			out = appendErrorObject(out, "invalid_request", message(parseEvaluateInto(raw, checkPrefix(i), id.Tenant, &req)))
 			continue
 		}
 		d, err := s.cfg.Engine.Decide(decision.APIBatch, &req)
@@ -414,6 +425,54 @@ func (s *Server) batch(ctx *fasthttp.RequestCtx) {
 	}
 	out = append(out, "]}"...)
 	writeJSON(ctx, fasthttp.StatusOK, out)
+	if cap(out) <= 1<<20 { // a rare huge batch does not stay pooled
+		*bp = out
+		batchBufs.Put(bp)
+	}
+}
+
+func checkPrefix(i int) string { return "checks[" + strconv.Itoa(i) + "]." }
+
+var batchBufs = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
+
+// batchChecks finds the checks of a batch body in place: an object whose
+// one key is "checks", holding an array. Anything else (and anything the
+// scanner does not read) goes to encoding/json, which also words errors.
+func batchChecks(body []byte) ([][]byte, bool) {
+	p := jsonscan.Scanner{Buf: body}
+	if !p.Byte('{') {
+		return nil, false
+	}
+	var checks [][]byte
+	seen := false
+	ok := p.Object(func(key string) bool {
+		if key != "checks" {
+			return !strings.EqualFold(key, "checks") && p.Skip()
+		}
+		if seen || !p.Byte('[') {
+			return false
+		}
+		seen, checks = true, [][]byte{}
+		if p.Byte(']') {
+			return true
+		}
+		for {
+			p.WS()
+			start := p.I
+			if !p.Skip() { // a full read: the body is valid JSON
+				return false
+			}
+			checks = append(checks, body[start:p.I])
+			if p.Byte(',') {
+				continue
+			}
+			return p.Byte(']')
+		}
+	})
+	if !ok || !seen || !p.Done() {
+		return nil, false
+	}
+	return checks, true
 }
 
 func readinessError(e *decision.Engine) error {

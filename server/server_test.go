@@ -179,6 +179,9 @@ func TestErrors(t *testing.T) {
 		{"no state compat", empty, "POST", "/api/v2/seatLicenseAllocations/evaluate/", `{"orgId": "acme", "seatName": "editor", "subjectId": "u1", "subjectType": "user"}`, 503, "no_state", "no state"},
 		{"batch without checks", f, "POST", "/v1/evaluate/batch", `{}`, 400, "invalid_request", "checks: is required"},
 		{"batch checks type", f, "POST", "/v1/evaluate/batch", `{"checks": {}}`, 400, "invalid_request", "checks: must be an array"},
+		{"batch checks null", f, "POST", "/v1/evaluate/batch", `{"checks": null}`, 400, "invalid_request", "checks: is required"},
+		{"batch not JSON inside a check", f, "POST", "/v1/evaluate/batch", `{"checks": [{"tenant_id": }]}`, 400, "invalid_request", "body: not valid JSON"},
+		{"batch trailing data", f, "POST", "/v1/evaluate/batch", `{"checks": []} {}`, 400, "invalid_request", ""},
 		{"compat missing fields", f, "POST", "/api/v2/seatLicenseAllocations/evaluate/", `{"orgId": "acme"}`, 400, "invalid_request", "seatName: is required; subjectId: is required; subjectType: is required"},
 		{"compat subject type", f, "POST", "/api/v2/seatLicenseAllocations/evaluate/", `{"orgId": "acme", "seatName": "editor", "subjectId": "u1", "subjectType": "group"}`, 400, "invalid_request", `subjectType: must be user, got "group"`},
 		{"compat no such seat", f, "POST", "/api/v2/seatLicenseAllocations/evaluate/", `{"orgId": "acme", "seatName": "nope", "subjectId": "u1", "subjectType": "user"}`, 404, "license_not_found", `no seat license "nope" in org "acme"`},
@@ -245,6 +248,17 @@ func TestBatch(t *testing.T) {
 	status, _, got = f.do(t, "POST", "/v1/evaluate/batch", `{"checks": []}`)
 	if status != 200 || len(got["results"].([]any)) != 0 {
 		t.Errorf("empty batch = %d %v, want 200 with no results", status, got)
+	}
+	// Keys as encoding/json reads them: any case, others ignored, the last of a repeated key.
+	for _, body := range []string{
+		`{"Checks": [{"tenant_id": "acme", "subject": {"id": "u1"}, "seat": {"license": "editor"}}]}`,
+		`{"note": {"x": [1, "\u00e9"]}, "checks": [{"tenant_id": "acme", "subject": {"id": "u1"}, "seat": {"license": "editor"}}]}`,
+		`{"checks": [], "checks": [{"tenant_id": "acme", "subject": {"id": "u1"}, "seat": {"license": "editor"}}]}`,
+	} {
+		status, _, got = f.do(t, "POST", "/v1/evaluate/batch", body)
+		if rs, _ := got["results"].([]any); status != 200 || len(rs) != 1 || rs[0].(map[string]any)["reason"] != "seat_assigned" {
+			t.Errorf("batch %s = %d %v, want one seat_assigned", body, status, got)
+		}
 	}
 }
 
