@@ -170,8 +170,29 @@ func NewSnapshot(doc *Document, rev uint64) *Snapshot {
 		}()
 	}
 	wg.Wait()
+	return SnapshotOf(rev, built)
+}
+
+// TenantBuilder builds the tenants of a snapshot that arrives piecewise,
+// as a full load from Redis does, so that a tenant's records can be
+// dropped as soon as it is built. A builder is for one goroutine; run
+// several for speed.
+type TenantBuilder struct{ in *interner }
+
+// NewTenantBuilder returns a builder with an interner of its own.
+func NewTenantBuilder() *TenantBuilder { return &TenantBuilder{in: newInterner()} }
+
+// Build indexes one tenant's records (all of tenant id) for revision rev;
+// the tenant keeps its own copies, d is not changed.
+func (b *TenantBuilder) Build(id string, d *Document, rev uint64) *Tenant {
+	return buildTenant(b.in, id, d, rev)
+}
+
+// SnapshotOf assembles built tenants (distinct ids, all built for rev)
+// into a snapshot.
+func SnapshotOf(rev uint64, tenants []*Tenant) *Snapshot {
 	e := (&Snapshot{}).derive(rev)
-	for _, t := range built {
+	for _, t := range tenants {
 		e.set(t.ID, t)
 	}
 	return e.s

@@ -10,7 +10,9 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -352,21 +354,63 @@ func (f *RedisFollower) fullLoad(ctx context.Context) error {
 		return fmt.Errorf("load: %w", err)
 	}
 	sort.Strings(tenants)
-	whole := &decision.Document{}
-	var bad []error
-	for start := 0; start < len(tenants); start += 100 {
-		docs, b, err := readTenants(ctx, c, f.k, tenants[start:min(start+100, len(tenants))], false)
-		if err != nil {
-			return fmt.Errorf("load: %w", err)
+	// One goroutine reads tenants from Redis, a batch a round trip, while
+	// workers decode and build the batches already read: a tenant's
+	// replies and records are garbage once it is built.
+	rev := f.rev + 1
+	batches := make(chan []rawTenant, 2)
+	var fetchErr error
+	go func() {
+		defer close(batches)
+		for i := 0; i < len(tenants); i += 100 {
+			raws, err := fetchTenants(ctx, c, f.k, tenants[i:min(i+100, len(tenants))], false)
+			if err != nil {
+				fetchErr = fmt.Errorf("load: %w", err)
+				return
+			}
+			batches <- raws
 		}
-		bad = append(bad, b...)
-		for _, d := range docs {
-			whole.Append(d)
-		}
+	}()
+	var (
+		mu    sync.Mutex
+		built []*decision.Tenant
+		bad   []error
+		wg    sync.WaitGroup
+	)
+	for range runtime.GOMAXPROCS(0) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b := decision.NewTenantBuilder()
+			for raws := range batches {
+				for i := range raws {
+					d, errs := raws[i].decode(f.k, nil)
+					var t *decision.Tenant
+					if d.Len() > 0 {
+						t = b.Build(raws[i].tenant, d, rev)
+					}
+					mu.Lock()
+					if t != nil {
+						built = append(built, t)
+					}
+					bad = append(bad, errs...)
+					mu.Unlock()
+				}
+			}
+		}()
 	}
+	wg.Wait()
+	if fetchErr != nil {
+		return fetchErr // nothing applied
+	}
+	slices.SortFunc(bad, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
 	f.reportBad(bad)
-	f.rev++
-	snap := decision.NewSnapshot(whole, f.rev)
+	f.rev = rev
+	snap := decision.SnapshotOf(rev, built)
+	records := 0
+	for k := decision.KindLicense; k <= decision.KindGroup; k++ {
+		records += snap.Count(k)
+	}
 	f.cur, f.pos, f.entriesAdded = snap, pos, added
 	f.posView.Store(&pos)
 	f.cfg.Publish(snap)
@@ -374,7 +418,7 @@ func (f *RedisFollower) fullLoad(ctx context.Context) error {
 		f.reloads.Inc()
 	}
 	f.up()
-	f.log.Info("state loaded from redis", "namespace", f.k.Namespace(), "tenants", len(tenants), "records", whole.Len(),
+	f.log.Info("state loaded from redis", "namespace", f.k.Namespace(), "tenants", len(tenants), "records", records,
 		"position", pos, "revision", f.rev, "took", time.Since(start).Round(time.Millisecond))
 	f.maybeWriteFile()
 	// A full load leaves the raw replies and decoded copies as garbage, a

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/redis/go-redis/v9"
 
@@ -176,6 +177,28 @@ type pipeliner interface {
 // readTenants reads the listed tenants' records with one pipeline. Records
 // that break a rule are left out and reported.
 func readTenants(ctx context.Context, c pipeliner, k Keys, tenants []string, tx bool) (map[string]*decision.Document, []error, error) {
+	raws, err := fetchTenants(ctx, c, k, tenants, tx)
+	if err != nil {
+		return nil, nil, err
+	}
+	out := make(map[string]*decision.Document, len(tenants))
+	var bad []error
+	for _, r := range raws {
+		var d *decision.Document
+		d, bad = r.decode(k, bad)
+		out[r.tenant] = d
+	}
+	return out, bad, nil
+}
+
+// rawTenant is one tenant's four hashes as Redis returned them.
+type rawTenant struct {
+	tenant string
+	kinds  [len(Kinds)]map[string]string
+}
+
+// fetchTenants reads the listed tenants' hashes with one pipeline.
+func fetchTenants(ctx context.Context, c pipeliner, k Keys, tenants []string, tx bool) ([]rawTenant, error) {
 	pipe := c.Pipeline()
 	if tx {
 		pipe = c.TxPipeline()
@@ -187,30 +210,39 @@ func readTenants(ctx context.Context, c pipeliner, k Keys, tenants []string, tx 
 		}
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return nil, nil, fmt.Errorf("read tenants: %w", err)
+		return nil, fmt.Errorf("read tenants: %w", err)
 	}
-	out := make(map[string]*decision.Document, len(tenants))
-	var bad []error
+	out := make([]rawTenant, len(tenants))
 	for i, t := range tenants {
-		d := &decision.Document{}
-		for j, kind := range Kinds {
-			for id, raw := range cmds[i][j].Val() {
-				rec, err := decodeRecord(kind, []byte(raw))
-				if err == nil {
-					if rt, rid := identity(rec); rt != t || rid != id {
-						err = fmt.Errorf("%s %q stored under tenant %q id %q names tenant %q id %q", kind, id, t, id, rt, rid)
-					}
-				}
-				if err != nil {
-					bad = append(bad, fmt.Errorf("key %s field %q: %w", k.Records(t, kind), id, err))
-					continue
-				}
-				add(d, rec)
-			}
+		out[i].tenant = t
+		for j := range Kinds {
+			out[i].kinds[j] = cmds[i][j].Val()
 		}
-		out[t] = d
 	}
-	return out, bad, nil
+	return out, nil
+}
+
+// decode checks and decodes the tenant's records; those that break a rule
+// are left out and appended to bad.
+func (r *rawTenant) decode(k Keys, bad []error) (*decision.Document, []error) {
+	d := &decision.Document{}
+	for j, kind := range Kinds {
+		for id, raw := range r.kinds[j] {
+			// The decoders only read their input: no copy of the reply.
+			rec, err := decodeRecord(kind, unsafe.Slice(unsafe.StringData(raw), len(raw)))
+			if err == nil {
+				if rt, rid := identity(rec); rt != r.tenant || rid != id {
+					err = fmt.Errorf("%s %q stored under tenant %q id %q names tenant %q id %q", kind, id, r.tenant, id, rt, rid)
+				}
+			}
+			if err != nil {
+				bad = append(bad, fmt.Errorf("key %s field %q: %w", k.Records(r.tenant, kind), id, err))
+				continue
+			}
+			add(d, rec)
+		}
+	}
+	return d, bad
 }
 
 // streamPos compares stream ids ("ms-seq").
