@@ -395,3 +395,37 @@ func TestFollowerAcrossRedisRestartAndDataLoss(t *testing.T) {
 		t.Errorf("usher_sync_full_reloads_total = %v, want 1", got)
 	}
 }
+
+// A full load leaves out records in Redis that break a rule or sit under
+// the wrong key, counts them, and loads the rest.
+func TestFollowerLeavesOutInvalidRecords(t *testing.T) {
+	c, ns, url := testRedis(t)
+	w := newWriter(t, c, ns)
+	ctx := context.Background()
+	if _, err := w.Load(ctx, parse(t, semanticsState(t)), false); err != nil {
+		t.Fatal(err)
+	}
+	k, err := statesync.NewKeys(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := k.Records("acme", decision.KindAssignment)
+	if err := c.HSet(ctx, key,
+		"bad1", `{"id": "bad1", "tenant_id": "acme", "license_id": "lic_editor", "assignee_id": "u1", "status": "paused"}`,
+		"bad2", `{"id": "elsewhere", "tenant_id": "acme", "license_id": "lic_editor", "assignee_id": "u1"}`).Err(); err != nil {
+		t.Fatal(err)
+	}
+	fl := startFollower(t, url, ns, "")
+	waitFor(t, "the first load", 5*time.Second, func() bool { return fl.snap.Load() != nil })
+	if n := fl.snap.Load().Count(decision.KindAssignment); n != 25 {
+		t.Errorf("loaded %d assignments, want the 25 valid ones", n)
+	}
+	if got := fl.metric("usher_sync_invalid_records_total"); got != 2 {
+		t.Errorf("usher_sync_invalid_records_total = %v, want 2", got)
+	}
+	for _, a := range fl.snap.Load().Tenant("acme").LicenseAssignments("lic_editor") {
+		if a.ID == "bad1" || a.ID == "elsewhere" || a.ID == "bad2" {
+			t.Errorf("invalid record %q was loaded", a.ID)
+		}
+	}
+}
