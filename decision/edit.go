@@ -200,75 +200,64 @@ func mergeCompact[C any, R any](old []C, changes map[string]any, id func(*C) str
 }
 
 // indexSeats rebuilds the seat ranges of every principal, seatIdx and
-// licSeats from t.seats, by counting sorts: no comparisons.
+// licSeats from t.seats.
 func (t *Tenant) indexSeats() {
-	byRef := make([]uint32, len(t.refs)+1)
-	counts := make([]uint32, len(t.prins))
-	live := 0
-	for i := range t.seats {
-		if s := &t.seats[i]; !s.deleted {
-			byRef[s.lic+1]++
-			counts[s.assignee]++
-			live++
-		}
-	}
-	for i := 1; i < len(byRef); i++ {
-		byRef[i] += byRef[i-1]
-	}
-	// licSeats: by license, then id (seats are in id order).
-	t.licSeats = make([]int32, live)
-	for i := range t.seats {
-		if s := &t.seats[i]; !s.deleted {
-			t.licSeats[byRef[s.lic]] = int32(i)
-			byRef[s.lic]++
-		}
-	}
-	var off uint32
+	var start []uint32
+	t.licSeats, t.seatIdx, start = countingIndex(len(t.seats), len(t.refs), len(t.prins), func(i int) (uint32, int32, bool) {
+		s := &t.seats[i]
+		return s.lic, s.assignee, !s.deleted
+	})
 	for i := range t.prins {
-		t.prins[i].s0, t.prins[i].s1 = off, off
-		off += counts[i]
-	}
-	// Taken in licSeats order, each principal's range is by license, then id.
-	t.seatIdx = make([]int32, live)
-	for _, i := range t.licSeats {
-		pr := &t.prins[t.seats[i].assignee]
-		t.seatIdx[pr.s1] = i
-		pr.s1++
+		t.prins[i].s0, t.prins[i].s1 = start[i], start[i+1]
 	}
 }
 
 // indexGrants rebuilds the entitlement ranges of every principal and
-// entIdx from t.grants (by asset, then id), by counting sorts.
+// entIdx from t.grants.
 func (t *Tenant) indexGrants() {
-	byRef := make([]uint32, len(t.refs)+1)
-	counts := make([]uint32, len(t.prins))
+	var start []uint32
+	_, t.entIdx, start = countingIndex(len(t.grants), len(t.refs), len(t.prins), func(i int) (uint32, int32, bool) {
+		g := &t.grants[i]
+		return g.asset, g.principal, !g.deleted
+	})
+	for i := range t.prins {
+		t.prins[i].e0, t.prins[i].e1 = start[i], start[i+1]
+	}
+}
+
+// countingIndex orders the live records 0..n-1 (in id order) by ref, then
+// id (byRef), and groups them by owner in that order (byOwner, owner p's
+// at byOwner[start[p]:start[p+1]]), by counting sorts: no comparisons.
+func countingIndex(n, refs, owners int, rec func(i int) (ref uint32, owner int32, live bool)) (byRef, byOwner []int32, start []uint32) {
+	refAt := make([]uint32, refs+1)
+	start = make([]uint32, owners+1)
 	live := 0
-	for i := range t.grants {
-		if g := &t.grants[i]; !g.deleted {
-			byRef[g.asset+1]++
-			counts[g.principal]++
+	for i := range n {
+		if ref, owner, ok := rec(i); ok {
+			refAt[ref+1]++
+			start[owner+1]++
 			live++
 		}
 	}
-	for i := 1; i < len(byRef); i++ {
-		byRef[i] += byRef[i-1]
+	for i := 1; i < len(refAt); i++ {
+		refAt[i] += refAt[i-1]
 	}
-	order := make([]int32, live)
-	for i := range t.grants {
-		if g := &t.grants[i]; !g.deleted {
-			order[byRef[g.asset]] = int32(i)
-			byRef[g.asset]++
+	for i := 1; i < len(start); i++ {
+		start[i] += start[i-1]
+	}
+	byRef = make([]int32, live)
+	for i := range n {
+		if ref, _, ok := rec(i); ok {
+			byRef[refAt[ref]] = int32(i)
+			refAt[ref]++
 		}
 	}
-	var off uint32
-	for i := range t.prins {
-		t.prins[i].e0, t.prins[i].e1 = off, off
-		off += counts[i]
+	byOwner = make([]int32, live)
+	next := slices.Clone(start[:owners])
+	for _, i := range byRef {
+		_, owner, _ := rec(int(i))
+		byOwner[next[owner]] = i
+		next[owner]++
 	}
-	t.entIdx = make([]int32, live)
-	for _, i := range order {
-		pr := &t.prins[t.grants[i].principal]
-		t.entIdx[pr.e1] = i
-		pr.e1++
-	}
+	return byRef, byOwner, start
 }

@@ -76,6 +76,28 @@ type groupWire struct {
 	Members  []memberWire `json:"members"`
 }
 
+// decodeWire reads a record's wire form the fast way, or with
+// encoding/json for anything unusual, and checks it.
+func decodeWire[W any, R any](kind Kind, m []byte, fast func([]byte, *W) bool, record func(*W) (R, error)) (R, error) {
+	var w W
+	if !fast(m, &w) {
+		w = *new(W)
+		if err := decode(kind, m, &w); err != nil {
+			return *new(R), err
+		}
+	}
+	return record(&w)
+}
+
+// owned gives a decoded record its own strings.
+func owned[R interface{ own() }](r R, err error) (R, error) {
+	if err != nil {
+		return r, err
+	}
+	r.own()
+	return r, nil
+}
+
 // own gives the strings a copy of their own, in one allocation, so that
 // the record does not keep the buffer it was decoded from.
 func own(fields ...*string) {
@@ -233,25 +255,11 @@ func typeName(k string) string {
 }
 
 // DecodeLicense parses and validates one license record.
-func DecodeLicense(m []byte) (*License, error) {
-	r, err := decodeLicense(m)
-	if err != nil {
-		return nil, err
-	}
-	r.own()
-	return r, nil
-}
+func DecodeLicense(m []byte) (*License, error) { return owned(decodeLicense(m)) }
 
 // decodeLicense is DecodeLicense with the record's strings aliasing m.
 func decodeLicense(m []byte) (*License, error) {
-	var w licenseWire
-	if !fastLicense(m, &w) {
-		w = licenseWire{}
-		if err := decode(KindLicense, m, &w); err != nil {
-			return nil, err
-		}
-	}
-	return w.record()
+	return decodeWire(KindLicense, m, fastLicense, (*licenseWire).record)
 }
 
 // record checks the decoded fields and builds the record.
@@ -293,25 +301,11 @@ func (w *licenseWire) record() (*License, error) {
 }
 
 // DecodeAssignment parses and validates one assignment record.
-func DecodeAssignment(m []byte) (*Assignment, error) {
-	r, err := decodeAssignment(m)
-	if err != nil {
-		return nil, err
-	}
-	r.own()
-	return r, nil
-}
+func DecodeAssignment(m []byte) (*Assignment, error) { return owned(decodeAssignment(m)) }
 
 // decodeAssignment is DecodeAssignment with the record's strings aliasing m.
 func decodeAssignment(m []byte) (*Assignment, error) {
-	var w assignmentWire
-	if !fastAssignment(m, &w) {
-		w = assignmentWire{}
-		if err := decode(KindAssignment, m, &w); err != nil {
-			return nil, err
-		}
-	}
-	return w.record()
+	return decodeWire(KindAssignment, m, fastAssignment, (*assignmentWire).record)
 }
 
 // record checks the decoded fields and builds the record.
@@ -348,25 +342,11 @@ func (w *assignmentWire) record() (*Assignment, error) {
 }
 
 // DecodeEntitlement parses and validates one entitlement record.
-func DecodeEntitlement(m []byte) (*Entitlement, error) {
-	r, err := decodeEntitlement(m)
-	if err != nil {
-		return nil, err
-	}
-	r.own()
-	return r, nil
-}
+func DecodeEntitlement(m []byte) (*Entitlement, error) { return owned(decodeEntitlement(m)) }
 
 // decodeEntitlement is DecodeEntitlement with the record's strings aliasing m.
 func decodeEntitlement(m []byte) (*Entitlement, error) {
-	var w entitlementWire
-	if !fastEntitlement(m, &w) {
-		w = entitlementWire{}
-		if err := decode(KindEntitlement, m, &w); err != nil {
-			return nil, err
-		}
-	}
-	return w.record()
+	return decodeWire(KindEntitlement, m, fastEntitlement, (*entitlementWire).record)
 }
 
 // record checks the decoded fields and builds the record.
@@ -402,25 +382,11 @@ func (w *entitlementWire) record() (*Entitlement, error) {
 }
 
 // DecodeGroup parses and validates one group record.
-func DecodeGroup(m []byte) (*Group, error) {
-	r, err := decodeGroup(m)
-	if err != nil {
-		return nil, err
-	}
-	r.own()
-	return r, nil
-}
+func DecodeGroup(m []byte) (*Group, error) { return owned(decodeGroup(m)) }
 
 // decodeGroup is DecodeGroup with the record's strings aliasing m.
 func decodeGroup(m []byte) (*Group, error) {
-	var w groupWire
-	if !fastGroup(m, &w) {
-		w = groupWire{}
-		if err := decode(KindGroup, m, &w); err != nil {
-			return nil, err
-		}
-	}
-	return w.record()
+	return decodeWire(KindGroup, m, fastGroup, (*groupWire).record)
 }
 
 // record checks the decoded fields and builds the record.
