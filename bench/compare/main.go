@@ -32,6 +32,8 @@ import (
 	"github.com/usher-authz/usher/bench/internal/benchutil"
 	"github.com/usher-authz/usher/bench/opa"
 	"github.com/usher-authz/usher/decision"
+	"github.com/usher-authz/usher/policy"
+	"github.com/usher-authz/usher/rego"
 	statesync "github.com/usher-authz/usher/sync"
 )
 
@@ -95,6 +97,47 @@ func noop(addr string) {
 
 // rounds is how many turns the alternating measurements take.
 const rounds = 3
+
+// expect returns the reason Usher's engine gives each check.
+func expect(snap *decision.Snapshot, reqs []decision.Request) []decision.Reason {
+	e, err := decision.NewEngine(decision.Config{CacheEntries: -1})
+	if err != nil {
+		return nil
+	}
+	defer e.Close()
+	p, err := policy.Compile(context.Background(), rego.FS, 1)
+	if err != nil {
+		return nil
+	}
+	e.SetPolicy(p)
+	e.SetSnapshot(snap)
+	out := make([]decision.Reason, len(reqs))
+	for i := range reqs {
+		d, err := e.Decide(decision.APIEvaluate, &reqs[i])
+		if err != nil {
+			return nil
+		}
+		out[i] = d.Reason
+	}
+	return out
+}
+
+// want turns expected reasons into the piece of s's answer that shows
+// each: both servers answer with compact JSON holding "reason".
+func (s *server) want(reasons []decision.Reason) [][]byte {
+	if s.name == "noop" {
+		return nil
+	}
+	marks := map[decision.Reason][]byte{}
+	out := make([][]byte, len(reasons))
+	for i, r := range reasons {
+		if marks[r] == nil {
+			marks[r] = []byte(`"reason":"` + r.String() + `"`)
+		}
+		out[i] = marks[r]
+	}
+	return out
+}
 
 // server is one system under test.
 type server struct {
@@ -193,6 +236,8 @@ type result struct {
 	requests         int64
 	decisions        int64 // checks answered (a batch request holds many)
 	errors           int64
+	mismatches       int64 // answers unlike the expected one
+	checked          bool  // whether answers were compared
 	seconds          float64
 	hist             *hdrhistogram.Histogram // microseconds
 	cpu              time.Duration           // server CPU during the measurement
@@ -208,6 +253,8 @@ func (r *result) add(o result) {
 	r.requests += o.requests
 	r.decisions += o.decisions
 	r.errors += o.errors
+	r.mismatches += o.mismatches
+	r.checked = r.checked || o.checked
 	r.seconds += o.seconds
 	r.cpu += o.cpu
 	r.rss = max(r.rss, o.rss)
@@ -223,12 +270,13 @@ func (r result) cpuPerDecision() float64 {
 }
 
 // closedLoop runs conc clients back to back for d, after a warm-up.
-func closedLoop(s *server, scenario string, bodies [][]byte, perReq int64, conc int, warmup, d time.Duration) result {
+// want, when not nil, holds for each body a piece the answer must contain.
+func closedLoop(s *server, scenario string, bodies, want [][]byte, perReq int64, conc int, warmup, d time.Duration) result {
 	client := &fasthttp.HostClient{Addr: s.addr, MaxConns: conc * 2, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second}
 	url := "http://" + s.addr + s.path
 	var measuring atomic.Bool
 	var next atomic.Int64
-	var reqs, errs atomic.Int64
+	var reqs, errs, wrong atomic.Int64
 	hists := make([]*hdrhistogram.Histogram, conc)
 	stopAt := time.Now().Add(warmup + d)
 	var cpu0 time.Duration
@@ -245,8 +293,8 @@ func closedLoop(s *server, scenario string, bodies [][]byte, perReq int64, conc 
 			req.Header.SetMethod("POST")
 			req.Header.SetContentType("application/json")
 			for time.Now().Before(stopAt) {
-				i := next.Add(1)
-				req.SetBodyRaw(bodies[int(i)%len(bodies)])
+				i := int(next.Add(1)) % len(bodies)
+				req.SetBodyRaw(bodies[i])
 				t0 := time.Now()
 				err := client.Do(req, resp)
 				took := time.Since(t0)
@@ -256,6 +304,9 @@ func closedLoop(s *server, scenario string, bodies [][]byte, perReq int64, conc 
 				if err != nil || resp.StatusCode() != 200 {
 					errs.Add(1)
 					continue
+				}
+				if want != nil && !bytes.Contains(resp.Body(), want[i]) {
+					wrong.Add(1)
 				}
 				reqs.Add(1)
 				hists[w].RecordValue(max(1, took.Microseconds()))
@@ -274,17 +325,18 @@ func closedLoop(s *server, scenario string, bodies [][]byte, perReq int64, conc 
 		h.Merge(x)
 	}
 	n := reqs.Load()
-	return result{system: s.name, scenario: scenario, requests: n, decisions: n * perReq, errors: errs.Load(), seconds: secs, hist: h, cpu: cpu1 - cpu0, rss: rss}
+	return result{system: s.name, scenario: scenario, requests: n, decisions: n * perReq, errors: errs.Load(), mismatches: wrong.Load(), checked: want != nil,
+		seconds: secs, hist: h, cpu: cpu1 - cpu0, rss: rss}
 }
 
 // openLoop sends at a fixed rate for d; latency counts from the scheduled
 // send time, so queueing is not hidden.
-func openLoop(s *server, scenario string, bodies [][]byte, rate int, warmup, d time.Duration) result {
+func openLoop(s *server, scenario string, bodies, want [][]byte, rate int, warmup, d time.Duration) result {
 	client := &fasthttp.HostClient{Addr: s.addr, MaxConns: 1024, ReadTimeout: 10 * time.Second}
 	url := "http://" + s.addr + s.path
 	var mu sync.Mutex
 	h := hdrhistogram.New(1, 60_000_000, 3)
-	var reqs, errs atomic.Int64
+	var reqs, errs, wrong atomic.Int64
 	var wg sync.WaitGroup
 	begin := time.Now()
 	total := int((warmup + d).Seconds() * float64(rate))
@@ -321,6 +373,9 @@ func openLoop(s *server, scenario string, bodies [][]byte, rate int, warmup, d t
 				errs.Add(1)
 				return
 			}
+			if want != nil && !bytes.Contains(resp.Body(), want[i%len(want)]) {
+				wrong.Add(1)
+			}
 			reqs.Add(1)
 			mu.Lock()
 			h.RecordValue(max(1, took.Microseconds()))
@@ -330,7 +385,8 @@ func openLoop(s *server, scenario string, bodies [][]byte, rate int, warmup, d t
 	wg.Wait()
 	secs := time.Since(measureFrom).Seconds()
 	rss, cpu1 := benchutil.ProcStat(s.cmd.Process.Pid)
-	return result{system: s.name, scenario: scenario, requests: reqs.Load(), decisions: reqs.Load(), errors: errs.Load(), seconds: secs, hist: h, cpu: cpu1 - cpu0, rss: rss}
+	return result{system: s.name, scenario: scenario, requests: reqs.Load(), decisions: reqs.Load(), errors: errs.Load(), mismatches: wrong.Load(), checked: want != nil,
+		seconds: secs, hist: h, cpu: cpu1 - cpu0, rss: rss}
 }
 
 // verify asks both systems the same checks and counts disagreements.
@@ -445,6 +501,12 @@ func run(c config) error {
 	if err := writeSynced(policyPath, []byte(opa.Policy)); err != nil {
 		return err
 	}
+	// The answers every response must give, from the engine in this process.
+	hot, cold := gen.Checks(g, 1000, 1), gen.Checks(g, 600_000, 2)
+	wantHot, wantCold := expect(snap, hot), expect(snap, cold)
+	if wantHot == nil || wantCold == nil {
+		return errors.New("expected answers: the shipped policy did not compile")
+	}
 	snap, doc, db = nil, nil, nil
 	// Free this process's gigabytes now, so the collector does not run
 	// beside the servers as they load.
@@ -502,8 +564,6 @@ func run(c config) error {
 		fmt.Fprintf(os.Stderr, "answers compared on 5000 checks: %d mismatches\n", mismatches)
 	}
 
-	hot := gen.Checks(g, 1000, 1)
-	cold := gen.Checks(g, 600_000, 2)
 	bodies := func(s *server, rs []decision.Request) [][]byte {
 		out := make([][]byte, len(rs))
 		for i := range rs {
@@ -518,8 +578,8 @@ func run(c config) error {
 	var results []result
 	measure := func(r result) {
 		results = append(results, r)
-		fmt.Fprintf(os.Stderr, "%-6s %-22s %9.0f decisions/s  p50 %6.0fµs  p99 %7.0fµs  p99.9 %7.0fµs  errors %d  cpu %.1fµs/decision\n",
-			r.system, r.scenario, r.throughput(), r.q(50), r.q(99), r.q(99.9), r.errors, r.cpuPerDecision())
+		fmt.Fprintf(os.Stderr, "%-6s %-22s %9.0f decisions/s  p50 %6.0fµs  p99 %7.0fµs  p99.9 %7.0fµs  errors %d  mismatches %d  cpu %.1fµs/decision\n",
+			r.system, r.scenario, r.throughput(), r.q(50), r.q(99), r.q(99.9), r.errors, r.mismatches, r.cpuPerDecision())
 	}
 	// Closed loop, cache-hot: the ceiling and the systems take turns in
 	// rounds, each phase after its own warm-up, so the drift of a shared
@@ -532,7 +592,7 @@ func run(c config) error {
 				scenario = "ceiling"
 			}
 			hotRes[i].system, hotRes[i].scenario = s.name, scenario
-			hotRes[i].add(closedLoop(s, scenario, bodies(s, hot), 1, c.concurrency, c.warmup, c.duration/rounds))
+			hotRes[i].add(closedLoop(s, scenario, bodies(s, hot), s.want(wantHot), 1, c.concurrency, c.warmup, c.duration/rounds))
 		}
 	}
 	for _, r := range hotRes {
@@ -540,10 +600,10 @@ func run(c config) error {
 	}
 	// Cache-cold: one phase each, so no check is asked twice.
 	for _, s := range systems {
-		measure(closedLoop(s, "cache-cold closed", bodies(s, cold), 1, c.concurrency, c.warmup, c.duration))
+		measure(closedLoop(s, "cache-cold closed", bodies(s, cold), s.want(wantCold), 1, c.concurrency, c.warmup, c.duration))
 	}
 	for _, s := range systems {
-		measure(openLoop(s, fmt.Sprintf("cache-hot open %d/s", c.rate), bodies(s, hot), c.rate, c.warmup, c.duration))
+		measure(openLoop(s, fmt.Sprintf("cache-hot open %d/s", c.rate), bodies(s, hot), s.want(wantHot), c.rate, c.warmup, c.duration))
 	}
 	// Batch: Usher answers c.batch checks per request.
 	var batches [][]byte
@@ -561,7 +621,7 @@ func run(c config) error {
 	}
 	batchS := *us
 	batchS.path = "/v1/evaluate/batch"
-	measure(closedLoop(&batchS, fmt.Sprintf("batch of %d", c.batch), batches, int64(c.batch), max(1, c.concurrency/8), c.warmup, c.duration))
+	measure(closedLoop(&batchS, fmt.Sprintf("batch of %d", c.batch), batches, nil, int64(c.batch), max(1, c.concurrency/8), c.warmup, c.duration))
 
 	// Updates: Usher following Redis, read-only and with changes arriving.
 	upd, err := updates(c, usherBin, g, hot)
@@ -614,7 +674,7 @@ func updates(c config, usherBin string, g gen.Config, hot []decision.Request) ([
 	busy := result{system: "usher", scenario: fmt.Sprintf("redis, %d changes/s", c.changes)}
 	var written atomic.Int64
 	for range rounds {
-		quiet.add(closedLoop(s, quiet.scenario, bodies, 1, c.concurrency, c.warmup, phase))
+		quiet.add(closedLoop(s, quiet.scenario, bodies, nil, 1, c.concurrency, c.warmup, phase))
 		// Changes go to the tenants the hot requests ask about, so they retire cached decisions.
 		stopW := make(chan struct{})
 		done := make(chan struct{})
@@ -638,7 +698,7 @@ func updates(c config, usherBin string, g gen.Config, hot []decision.Request) ([
 				}
 			}
 		}()
-		busy.add(closedLoop(s, busy.scenario, bodies, 1, c.concurrency, c.warmup, phase))
+		busy.add(closedLoop(s, busy.scenario, bodies, nil, 1, c.concurrency, c.warmup, phase))
 		close(stopW)
 		<-done
 	}

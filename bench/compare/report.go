@@ -43,9 +43,13 @@ func report(c config, records int, us, op *server, mismatches int, rs []result) 
 	if op != nil {
 		fmt.Fprintf(&b, "| opa | %v | %.0f MiB |\n", op.load.Round(time.Millisecond), op.rss)
 	}
-	b.WriteString("\n| system | scenario | decisions/s | p50 µs | p99 µs | p99.9 µs | errors | server CPU µs/decision | RSS MiB |\n|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("\n| system | scenario | decisions/s | p50 µs | p99 µs | p99.9 µs | errors | mismatches | server CPU µs/decision | RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rs {
-		fmt.Fprintf(&b, "| %s | %s | %.0f | %.0f | %.0f | %.0f | %d | %.1f | %.0f |\n", r.system, r.scenario, r.throughput(), r.q(50), r.q(99), r.q(99.9), r.errors, r.cpuPerDecision(), r.rss)
+		wrong := "–"
+		if r.checked {
+			wrong = fmt.Sprint(r.mismatches)
+		}
+		fmt.Fprintf(&b, "| %s | %s | %.0f | %.0f | %.0f | %.0f | %d | %s | %.1f | %.0f |\n", r.system, r.scenario, r.throughput(), r.q(50), r.q(99), r.q(99.9), r.errors, wrong, r.cpuPerDecision(), r.rss)
 	}
 	b.WriteString("\n## Ratios and targets\n\n| measure | value | target | |\n|---|---|---|---|\n")
 	row := func(name string, v float64, target string, ok bool) {
@@ -82,6 +86,7 @@ func report(c config, records int, us, op *server, mismatches int, rs []result) 
 	b.WriteString("\nScenarios: *cache-hot* repeats 1,000 checks, the ceiling and the systems taking turns in 3 rounds (each phase after its warm-up); *cache-cold* draws from 600,000 distinct checks, so nearly every Usher answer is computed; " +
 		"*open* sends at a fixed rate and measures latency from the scheduled send time; *batch* sends the hot checks 100 to a request; " +
 		"*redis* is a second Usher following the same state in Redis, read-only and while changes to the hot tenants arrive, alternating in 3 rounds. " +
+		"*Mismatches* counts answers, under load, whose reason differs from the one Usher's engine gives in the compare process (– where answers are not compared: the ceiling's fixed answer, batches, and the redis scenarios, whose answers change by design). " +
 		"Server CPU is the process's user+system time from /proc over the measured interval.\n")
 	if err := os.WriteFile(c.out, []byte(b.String()), 0o644); err != nil {
 		return err
