@@ -6,7 +6,8 @@ import (
 )
 
 // Edit puts (Record set) or deletes (Record nil) one record of a tenant.
-// Record is a *License, *Assignment, *Entitlement or *Group of Kind.
+// Record is a valid *License, *Assignment, *Entitlement or *Group of Kind
+// and of the tenant it is listed under.
 type Edit struct {
 	Kind   Kind
 	ID     string
