@@ -15,18 +15,18 @@ import (
 // fastObject reads one object, handing each member to field, which
 // reports (known, ok); unknown members are skipped unless they match a
 // known key but for case.
-func fastObject(b []byte, keys []string, field func(p *jsonscan.Scanner, key string) (bool, bool)) bool {
+func fastObject(b []byte, keys []string, field func(key string) (bool, bool)) bool {
 	p := jsonscan.Scanner{Buf: b}
 	return fastObjectAt(&p, keys, field) && p.Done()
 }
 
 // fastObjectAt reads one object at the scanner's position.
-func fastObjectAt(p *jsonscan.Scanner, keys []string, field func(p *jsonscan.Scanner, key string) (bool, bool)) bool {
+func fastObjectAt(p *jsonscan.Scanner, keys []string, field func(key string) (bool, bool)) bool {
 	if !p.Byte('{') {
 		return false
 	}
 	return p.Object(func(key string) bool {
-		if known, ok := field(p, key); known {
+		if known, ok := field(key); known {
 			return ok
 		}
 		for _, k := range keys {
@@ -47,18 +47,18 @@ func str(p *jsonscan.Scanner, dst *string) bool {
 	return p.RawString(dst)
 }
 
-// optTime reads an optional time: it aliases the buffer, as record()
-// parses it and keeps only the Instant.
-func optTime(p *jsonscan.Scanner, dst **string) bool {
+// optTime reads an optional time into slot, a field of the wire, and
+// points dst at it: the string aliases the buffer, as record() parses it
+// and keeps only the Instant.
+func optTime(p *jsonscan.Scanner, dst **string, slot *string) bool {
 	if p.Null() {
 		*dst = nil
 		return true
 	}
-	s := new(string)
-	if !p.RawString(s) {
+	if !p.RawString(slot) {
 		return false
 	}
-	*dst = s
+	*dst = slot
 	return true
 }
 
@@ -88,7 +88,7 @@ func fastLicense(b []byte, w *licenseWire) bool {
 }
 
 func fastLicenseAt(p *jsonscan.Scanner, w *licenseWire) bool {
-	return fastObjectAt(p, licenseKeys, func(p *jsonscan.Scanner, key string) (bool, bool) {
+	return fastObjectAt(p, licenseKeys, func(key string) (bool, bool) {
 		switch key {
 		case "id":
 			return true, str(p, &w.ID)
@@ -107,17 +107,17 @@ func fastLicenseAt(p *jsonscan.Scanner, w *licenseWire) bool {
 		case "status":
 			return true, str(p, &w.Status)
 		case "valid_from":
-			return true, optTime(p, &w.ValidFrom)
+			return true, optTime(p, &w.ValidFrom, &w.times[0])
 		case "expires_at":
-			return true, optTime(p, &w.ExpiresAt)
+			return true, optTime(p, &w.ExpiresAt, &w.times[1])
 		case "lease_duration_s":
 			return true, num(p, &w.LeaseDurationS)
 		case "app_id":
 			return true, str(p, &w.AppID)
 		case "created_at":
-			return true, optTime(p, &w.CreatedAt)
+			return true, optTime(p, &w.CreatedAt, &w.times[2])
 		case "updated_at":
-			return true, optTime(p, &w.UpdatedAt)
+			return true, optTime(p, &w.UpdatedAt, &w.times[3])
 		case "is_deleted":
 			return true, boolean(p, &w.IsDeleted)
 		}
@@ -134,7 +134,7 @@ func fastAssignment(b []byte, w *assignmentWire) bool {
 }
 
 func fastAssignmentAt(p *jsonscan.Scanner, w *assignmentWire) bool {
-	return fastObjectAt(p, assignmentKeys, func(p *jsonscan.Scanner, key string) (bool, bool) {
+	return fastObjectAt(p, assignmentKeys, func(key string) (bool, bool) {
 		switch key {
 		case "id":
 			return true, str(p, &w.ID)
@@ -153,17 +153,17 @@ func fastAssignmentAt(p *jsonscan.Scanner, w *assignmentWire) bool {
 		case "status":
 			return true, str(p, &w.Status)
 		case "assigned_at":
-			return true, optTime(p, &w.AssignedAt)
+			return true, optTime(p, &w.AssignedAt, &w.times[0])
 		case "valid_from":
-			return true, optTime(p, &w.ValidFrom)
+			return true, optTime(p, &w.ValidFrom, &w.times[1])
 		case "expires_at":
-			return true, optTime(p, &w.ExpiresAt)
+			return true, optTime(p, &w.ExpiresAt, &w.times[2])
 		case "is_deleted":
 			return true, boolean(p, &w.IsDeleted)
 		case "app_id":
 			return true, str(p, &w.AppID)
 		case "last_used_at":
-			return true, optTime(p, &w.LastUsedAt)
+			return true, optTime(p, &w.LastUsedAt, &w.times[3])
 		}
 		return false, false
 	})
@@ -178,7 +178,7 @@ func fastEntitlement(b []byte, w *entitlementWire) bool {
 }
 
 func fastEntitlementAt(p *jsonscan.Scanner, w *entitlementWire) bool {
-	return fastObjectAt(p, entitlementKeys, func(p *jsonscan.Scanner, key string) (bool, bool) {
+	return fastObjectAt(p, entitlementKeys, func(key string) (bool, bool) {
 		switch key {
 		case "id":
 			return true, str(p, &w.ID)
@@ -197,11 +197,11 @@ func fastEntitlementAt(p *jsonscan.Scanner, w *entitlementWire) bool {
 		case "status":
 			return true, str(p, &w.Status)
 		case "granted_at":
-			return true, optTime(p, &w.GrantedAt)
+			return true, optTime(p, &w.GrantedAt, &w.times[0])
 		case "valid_from":
-			return true, optTime(p, &w.ValidFrom)
+			return true, optTime(p, &w.ValidFrom, &w.times[1])
 		case "expires_at":
-			return true, optTime(p, &w.ExpiresAt)
+			return true, optTime(p, &w.ExpiresAt, &w.times[2])
 		case "is_deleted":
 			return true, boolean(p, &w.IsDeleted)
 		case "app_id":
@@ -219,7 +219,7 @@ func fastGroup(b []byte, w *groupWire) bool {
 }
 
 func fastGroupAt(p *jsonscan.Scanner, w *groupWire) bool {
-	return fastObjectAt(p, groupKeys, func(p *jsonscan.Scanner, key string) (bool, bool) {
+	return fastObjectAt(p, groupKeys, func(key string) (bool, bool) {
 		switch key {
 		case "id":
 			return true, str(p, &w.ID)

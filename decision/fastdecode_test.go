@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 )
 
 // FuzzFastRecords checks that whenever a fast decoder accepts a record, it
@@ -24,7 +25,8 @@ func FuzzFastRecords(f *testing.F) {
 			if err != nil {
 				t.Fatalf("%s: fast path accepted %q, encoding/json rejects it: %v", name, b, err)
 			}
-			if diff := cmp.Diff(want, got); diff != "" {
+			// The wires' unexported slots only back the fast path's time pointers.
+			if diff := cmp.Diff(want, got, cmpopts.IgnoreUnexported(licenseWire{}, assignmentWire{}, entitlementWire{})); diff != "" {
 				t.Fatalf("%s on %q: fast differs from encoding/json (-json +fast):\n%s", name, b, diff)
 			}
 		}

@@ -30,6 +30,8 @@ type licenseWire struct {
 	CreatedAt      *string `json:"created_at"`
 	UpdatedAt      *string `json:"updated_at"`
 	IsDeleted      bool    `json:"is_deleted"`
+
+	times [4]string // what the time pointers of the fast path point at
 }
 
 type assignmentWire struct {
@@ -47,6 +49,8 @@ type assignmentWire struct {
 	IsDeleted    bool    `json:"is_deleted"`
 	AppID        string  `json:"app_id"`
 	LastUsedAt   *string `json:"last_used_at"`
+
+	times [4]string
 }
 
 type entitlementWire struct {
@@ -63,6 +67,8 @@ type entitlementWire struct {
 	ExpiresAt       *string `json:"expires_at"`
 	IsDeleted       bool    `json:"is_deleted"`
 	AppID           string  `json:"app_id"`
+
+	times [3]string
 }
 
 type memberWire struct {
@@ -74,19 +80,6 @@ type groupWire struct {
 	ID       string       `json:"id"`
 	TenantID string       `json:"tenant_id"`
 	Members  []memberWire `json:"members"`
-}
-
-// decodeWire reads a record's wire form the fast way, or with
-// encoding/json for anything unusual, and checks it.
-func decodeWire[W any, R any](kind Kind, m []byte, fast func([]byte, *W) bool, record func(*W) (R, error)) (R, error) {
-	var w W
-	if !fast(m, &w) {
-		w = *new(W)
-		if err := decode(kind, m, &w); err != nil {
-			return *new(R), err
-		}
-	}
-	return record(&w)
 }
 
 // owned gives a decoded record its own strings.
@@ -259,7 +252,15 @@ func DecodeLicense(m []byte) (*License, error) { return owned(decodeLicense(m)) 
 
 // decodeLicense is DecodeLicense with the record's strings aliasing m.
 func decodeLicense(m []byte) (*License, error) {
-	return decodeWire(KindLicense, m, fastLicense, (*licenseWire).record)
+	var w licenseWire // stays on the stack: the fallback decodes into its own
+	if fastLicense(m, &w) {
+		return w.record()
+	}
+	slow := new(licenseWire)
+	if err := decode(KindLicense, m, slow); err != nil {
+		return nil, err
+	}
+	return slow.record()
 }
 
 // record checks the decoded fields and builds the record.
@@ -305,7 +306,15 @@ func DecodeAssignment(m []byte) (*Assignment, error) { return owned(decodeAssign
 
 // decodeAssignment is DecodeAssignment with the record's strings aliasing m.
 func decodeAssignment(m []byte) (*Assignment, error) {
-	return decodeWire(KindAssignment, m, fastAssignment, (*assignmentWire).record)
+	var w assignmentWire // stays on the stack: the fallback decodes into its own
+	if fastAssignment(m, &w) {
+		return w.record()
+	}
+	slow := new(assignmentWire)
+	if err := decode(KindAssignment, m, slow); err != nil {
+		return nil, err
+	}
+	return slow.record()
 }
 
 // record checks the decoded fields and builds the record.
@@ -346,7 +355,15 @@ func DecodeEntitlement(m []byte) (*Entitlement, error) { return owned(decodeEnti
 
 // decodeEntitlement is DecodeEntitlement with the record's strings aliasing m.
 func decodeEntitlement(m []byte) (*Entitlement, error) {
-	return decodeWire(KindEntitlement, m, fastEntitlement, (*entitlementWire).record)
+	var w entitlementWire // stays on the stack: the fallback decodes into its own
+	if fastEntitlement(m, &w) {
+		return w.record()
+	}
+	slow := new(entitlementWire)
+	if err := decode(KindEntitlement, m, slow); err != nil {
+		return nil, err
+	}
+	return slow.record()
 }
 
 // record checks the decoded fields and builds the record.
@@ -386,7 +403,15 @@ func DecodeGroup(m []byte) (*Group, error) { return owned(decodeGroup(m)) }
 
 // decodeGroup is DecodeGroup with the record's strings aliasing m.
 func decodeGroup(m []byte) (*Group, error) {
-	return decodeWire(KindGroup, m, fastGroup, (*groupWire).record)
+	var w groupWire // stays on the stack: the fallback decodes into its own
+	if fastGroup(m, &w) {
+		return w.record()
+	}
+	slow := new(groupWire)
+	if err := decode(KindGroup, m, slow); err != nil {
+		return nil, err
+	}
+	return slow.record()
 }
 
 // record checks the decoded fields and builds the record.
