@@ -135,9 +135,7 @@ func (t *Tenant) withEdits(rev uint64, edits []Edit) *Tenant {
 			if !ok1 || !ok2 || !ok3 {
 				return seat{}, false
 			}
-			return seat{id: a.ID, lic: lic, asset: asset, app: app, assignee: addPrincipal(a.AssigneeType, a.AssigneeID),
-				typ: a.AssigneeType, res: a.Reservation, status: a.Status, deleted: a.Deleted,
-				validFrom: a.ValidFrom, expiresAt: a.ExpiresAt, assignedAt: a.AssignedAt, lastUsedAt: a.LastUsedAt}, true
+			return newSeat(a, a.ID, lic, asset, app, addPrincipal(a.AssigneeType, a.AssigneeID)), true
 		})
 		if !ok {
 			return nil
@@ -152,9 +150,7 @@ func (t *Tenant) withEdits(rev uint64, edits []Edit) *Tenant {
 			if !ok1 || !ok2 || !ok3 {
 				return grant{}, false
 			}
-			return grant{id: e.ID, asset: asset, typ: typ, app: app, principal: addPrincipal(e.PrincipalType, e.PrincipalID),
-				ptype: e.PrincipalType, source: e.GrantSource, status: e.Status, deleted: e.Deleted,
-				grantedAt: e.GrantedAt, validFrom: e.ValidFrom, expiresAt: e.ExpiresAt}, true
+			return newGrant(e, e.ID, asset, typ, app, addPrincipal(e.PrincipalType, e.PrincipalID)), true
 		})
 		if !ok {
 			return nil

@@ -57,6 +57,16 @@ type grant struct {
 	grantedAt, validFrom, expiresAt Instant
 }
 
+func newSeat(a *Assignment, id string, lic, asset, app uint32, assignee int32) seat {
+	return seat{id: id, lic: lic, asset: asset, app: app, assignee: assignee, typ: a.AssigneeType, res: a.Reservation,
+		status: a.Status, deleted: a.Deleted, validFrom: a.ValidFrom, expiresAt: a.ExpiresAt, assignedAt: a.AssignedAt, lastUsedAt: a.LastUsedAt}
+}
+
+func newGrant(e *Entitlement, id string, asset, typ, app uint32, principal int32) grant {
+	return grant{id: id, asset: asset, typ: typ, app: app, principal: principal, ptype: e.PrincipalType, source: e.GrantSource,
+		status: e.Status, deleted: e.Deleted, grantedAt: e.GrantedAt, validFrom: e.ValidFrom, expiresAt: e.ExpiresAt}
+}
+
 // noRef is a ref index no record holds.
 const noRef = ^uint32(0)
 
@@ -425,16 +435,12 @@ func buildTenant(in *interner, id string, d *Document, rev uint64) *Tenant {
 	t.seats = make([]seat, len(as))
 	for i, a := range as {
 		p := t.principal(Principal{a.AssigneeType, a.AssigneeID}, in)
-		t.seats[i] = seat{id: in.copy(a.ID), lic: t.refIdx[a.LicenseID], asset: t.refIdx[a.AssetID], app: t.refIdx[a.AppID],
-			assignee: p, typ: a.AssigneeType, res: a.Reservation, status: a.Status, deleted: a.Deleted,
-			validFrom: a.ValidFrom, expiresAt: a.ExpiresAt, assignedAt: a.AssignedAt, lastUsedAt: a.LastUsedAt}
+		t.seats[i] = newSeat(a, in.copy(a.ID), t.refIdx[a.LicenseID], t.refIdx[a.AssetID], t.refIdx[a.AppID], p)
 	}
 	t.grants = make([]grant, len(es))
 	for i, e := range es {
 		p := t.principal(Principal{e.PrincipalType, e.PrincipalID}, in)
-		t.grants[i] = grant{id: in.copy(e.ID), asset: t.refIdx[e.AssetID], typ: t.refIdx[e.Type], app: t.refIdx[e.AppID],
-			principal: p, ptype: e.PrincipalType, source: e.GrantSource, status: e.Status, deleted: e.Deleted,
-			grantedAt: e.GrantedAt, validFrom: e.ValidFrom, expiresAt: e.ExpiresAt}
+		t.grants[i] = newGrant(e, in.copy(e.ID), t.refIdx[e.AssetID], t.refIdx[e.Type], t.refIdx[e.AppID], p)
 	}
 
 	// parents: principal index -> groups it is a direct member of.
