@@ -12,15 +12,9 @@ import (
 // another type) they report false and the encoding/json path decodes the
 // record and words its error.
 
-// fastObject reads one object, handing each member to field, which
-// reports (known, ok); unknown members are skipped unless they match a
-// known key but for case.
-func fastObject(b []byte, keys []string, field func(key string) (bool, bool)) bool {
-	p := jsonscan.Scanner{Buf: b}
-	return fastObjectAt(&p, keys, field) && p.Done()
-}
-
-// fastObjectAt reads one object at the scanner's position.
+// fastObjectAt reads one object at the scanner's position, handing each
+// member to field, which reports (known, ok); unknown members are skipped
+// unless they match a known key but for case.
 func fastObjectAt(p *jsonscan.Scanner, keys []string, field func(key string) (bool, bool)) bool {
 	if !p.Byte('{') {
 		return false
@@ -83,11 +77,7 @@ var licenseKeys = []string{"id", "tenant_id", "name", "description", "asset_id",
 	"valid_from", "expires_at", "lease_duration_s", "app_id", "created_at", "updated_at", "is_deleted"}
 
 func fastLicense(b []byte, w *licenseWire) bool {
-	p := jsonscan.Scanner{Buf: b}
-	return fastLicenseAt(&p, w) && p.Done()
-}
-
-func fastLicenseAt(p *jsonscan.Scanner, w *licenseWire) bool {
+	p := &jsonscan.Scanner{Buf: b}
 	return fastObjectAt(p, licenseKeys, func(key string) (bool, bool) {
 		switch key {
 		case "id":
@@ -122,18 +112,14 @@ func fastLicenseAt(p *jsonscan.Scanner, w *licenseWire) bool {
 			return true, boolean(p, &w.IsDeleted)
 		}
 		return false, false
-	})
+	}) && p.Done()
 }
 
 var assignmentKeys = []string{"id", "tenant_id", "license_id", "assignee_id", "assignee_type", "asset_id", "reservation",
 	"status", "assigned_at", "valid_from", "expires_at", "is_deleted", "app_id", "last_used_at"}
 
 func fastAssignment(b []byte, w *assignmentWire) bool {
-	p := jsonscan.Scanner{Buf: b}
-	return fastAssignmentAt(&p, w) && p.Done()
-}
-
-func fastAssignmentAt(p *jsonscan.Scanner, w *assignmentWire) bool {
+	p := &jsonscan.Scanner{Buf: b}
 	return fastObjectAt(p, assignmentKeys, func(key string) (bool, bool) {
 		switch key {
 		case "id":
@@ -166,18 +152,14 @@ func fastAssignmentAt(p *jsonscan.Scanner, w *assignmentWire) bool {
 			return true, optTime(p, &w.LastUsedAt, &w.times[3])
 		}
 		return false, false
-	})
+	}) && p.Done()
 }
 
 var entitlementKeys = []string{"id", "tenant_id", "asset_id", "principal_id", "principal_type", "entitlement_type",
 	"grant_source", "status", "granted_at", "valid_from", "expires_at", "is_deleted", "app_id"}
 
 func fastEntitlement(b []byte, w *entitlementWire) bool {
-	p := jsonscan.Scanner{Buf: b}
-	return fastEntitlementAt(&p, w) && p.Done()
-}
-
-func fastEntitlementAt(p *jsonscan.Scanner, w *entitlementWire) bool {
+	p := &jsonscan.Scanner{Buf: b}
 	return fastObjectAt(p, entitlementKeys, func(key string) (bool, bool) {
 		switch key {
 		case "id":
@@ -208,17 +190,13 @@ func fastEntitlementAt(p *jsonscan.Scanner, w *entitlementWire) bool {
 			return true, str(p, &w.AppID)
 		}
 		return false, false
-	})
+	}) && p.Done()
 }
 
 var groupKeys, memberKeys = []string{"id", "tenant_id", "members"}, []string{"id", "type"}
 
 func fastGroup(b []byte, w *groupWire) bool {
-	p := jsonscan.Scanner{Buf: b}
-	return fastGroupAt(&p, w) && p.Done()
-}
-
-func fastGroupAt(p *jsonscan.Scanner, w *groupWire) bool {
+	p := &jsonscan.Scanner{Buf: b}
 	return fastObjectAt(p, groupKeys, func(key string) (bool, bool) {
 		switch key {
 		case "id":
@@ -229,7 +207,7 @@ func fastGroupAt(p *jsonscan.Scanner, w *groupWire) bool {
 			return true, members(p, w)
 		}
 		return false, false
-	})
+	}) && p.Done()
 }
 
 func members(p *jsonscan.Scanner, w *groupWire) bool {
@@ -246,19 +224,14 @@ func members(p *jsonscan.Scanner, w *groupWire) bool {
 	}
 	for {
 		var m memberWire
-		if !p.Byte('{') || !p.Object(func(key string) bool {
+		if !fastObjectAt(p, memberKeys, func(key string) (bool, bool) {
 			switch key {
 			case "id":
-				return str(p, &m.ID)
+				return true, str(p, &m.ID)
 			case "type":
-				return str(p, &m.Type)
+				return true, str(p, &m.Type)
 			}
-			for _, k := range memberKeys {
-				if strings.EqualFold(k, key) {
-					return false
-				}
-			}
-			return p.Skip()
+			return false, false
 		}) {
 			return false
 		}
@@ -268,25 +241,4 @@ func members(p *jsonscan.Scanner, w *groupWire) bool {
 		}
 		return p.Byte(']')
 	}
-}
-
-// decodeAt decodes the record at the scanner's position in one pass, or,
-// when the fast path cannot, finds its end and decodes it the slow way.
-// It reports false only when the document itself is not well-formed.
-func decodeAt[W any, R any](p *jsonscan.Scanner, fast func(*jsonscan.Scanner, *W) bool, slow func([]byte) (R, error),
-	record func(*W) (R, error)) (R, error, bool) {
-	start := p.I
-	var w W
-	if fast(p, &w) {
-		r, err := record(&w)
-		return r, err, true
-	}
-	p.I = start
-	m, ok := p.Span()
-	if !ok {
-		var zero R
-		return zero, nil, false
-	}
-	r, err := slow(m)
-	return r, err, true
 }
