@@ -116,11 +116,8 @@ func converged(t *testing.T, fl *follower, w *statesync.Writer, d time.Duration)
 
 func TestFollowerAppliesChanges(t *testing.T) {
 	c, ns, url := testRedis(t)
-	w := newWriter(t, c, ns)
+	w := semanticsWriter(t, c, ns)
 	ctx := context.Background()
-	if _, err := w.Load(ctx, parse(t, semanticsState(t)), false); err != nil {
-		t.Fatal(err)
-	}
 	fl := startFollower(t, url, ns, "")
 	waitFor(t, "the first load", 5*time.Second, func() bool { return fl.snap.Load() != nil })
 	first := fl.snap.Load()
@@ -209,11 +206,8 @@ func writeChanges(t *testing.T, w *statesync.Writer, n int, pause time.Duration)
 
 func TestFollowerSurvivesKilledConnections(t *testing.T) {
 	c, ns, url := testRedis(t)
-	w := newWriter(t, c, ns)
+	w := semanticsWriter(t, c, ns)
 	ctx := context.Background()
-	if _, err := w.Load(ctx, parse(t, semanticsState(t)), false); err != nil {
-		t.Fatal(err)
-	}
 	fl := startFollower(t, url, ns, "")
 	waitFor(t, "the first load", 5*time.Second, func() bool { return fl.snap.Load() != nil })
 	const changes = 300
@@ -244,11 +238,8 @@ func TestFollowerSurvivesKilledConnections(t *testing.T) {
 
 func TestFollowerReloadsWhenTheStreamWasTrimmed(t *testing.T) {
 	c, ns, url := testRedis(t)
-	w := newWriter(t, c, ns)
+	w := semanticsWriter(t, c, ns)
 	ctx := context.Background()
-	if _, err := w.Load(ctx, parse(t, semanticsState(t)), false); err != nil {
-		t.Fatal(err)
-	}
 	file := filepath.Join(t.TempDir(), "snapshot.json")
 	fl := startFollower(t, url, ns, file)
 	writeChanges(t, w, 5, 0)
@@ -355,11 +346,8 @@ func TestFollowerAcrossRedisRestartAndDataLoss(t *testing.T) {
 	}
 	defer c.Close()
 	ns := "restart"
-	w := newWriter(t, c, ns)
+	w := semanticsWriter(t, c, ns)
 	ctx := context.Background()
-	if _, err := w.Load(ctx, parse(t, semanticsState(t)), false); err != nil {
-		t.Fatal(err)
-	}
 	fl := startFollower(t, url, ns, "")
 	waitFor(t, "the first load", 5*time.Second, func() bool { return fl.snap.Load() != nil })
 
@@ -400,11 +388,8 @@ func TestFollowerAcrossRedisRestartAndDataLoss(t *testing.T) {
 // the wrong key, counts them, and loads the rest.
 func TestFollowerLeavesOutInvalidRecords(t *testing.T) {
 	c, ns, url := testRedis(t)
-	w := newWriter(t, c, ns)
+	semanticsWriter(t, c, ns)
 	ctx := context.Background()
-	if _, err := w.Load(ctx, parse(t, semanticsState(t)), false); err != nil {
-		t.Fatal(err)
-	}
 	k, err := statesync.NewKeys(ns)
 	if err != nil {
 		t.Fatal(err)

@@ -55,6 +55,17 @@ func newWriter(t testing.TB, c redis.UniversalClient, ns string) *statesync.Writ
 	return w
 }
 
+// semanticsWriter is a writer on ns whose namespace holds the semantics
+// test state.
+func semanticsWriter(t *testing.T, c redis.UniversalClient, ns string) *statesync.Writer {
+	t.Helper()
+	w := newWriter(t, c, ns)
+	if _, err := w.Load(context.Background(), parse(t, semanticsState(t)), false); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
 func parse(t testing.TB, s string) *decision.Document {
 	t.Helper()
 	d, err := decision.DecodeDocument(strings.NewReader(s))

@@ -106,11 +106,8 @@ func TestLoadMergeAndReplace(t *testing.T) {
 
 func TestInvalidWritesNothing(t *testing.T) {
 	c, ns, _ := testRedis(t)
-	w := newWriter(t, c, ns)
+	w := semanticsWriter(t, c, ns)
 	ctx := context.Background()
-	if _, err := w.Load(ctx, parse(t, semanticsState(t)), false); err != nil {
-		t.Fatal(err)
-	}
 	before := dump(t, c, ns)
 	for _, tc := range []struct {
 		name string
