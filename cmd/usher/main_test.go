@@ -78,9 +78,9 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// startServe runs `usher serve` with args plus a free --http-addr and waits
-// until it is ready.
-func startServe(t *testing.T, env []string, args ...string) *proc {
+// launchServe starts `usher serve` with args plus a free --http-addr; the
+// process is killed at the end of the test unless it has exited.
+func launchServe(t *testing.T, env []string, args ...string) *proc {
 	t.Helper()
 	addr := freeAddr(t)
 	cmd := exec.Command(binary, append([]string{"serve", "--http-addr", addr}, args...)...)
@@ -96,6 +96,14 @@ func startServe(t *testing.T, env []string, args ...string) *proc {
 			cmd.Wait()
 		}
 	})
+	return p
+}
+
+// startServe runs `usher serve` with args plus a free --http-addr and waits
+// until it is ready.
+func startServe(t *testing.T, env []string, args ...string) *proc {
+	t.Helper()
+	p := launchServe(t, env, args...)
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
 		resp, err := http.Get(p.base + "/health/ready")
@@ -470,15 +478,7 @@ func emptyState(t *testing.T) string {
 // startServeNotReady runs `usher serve` and waits only until it listens.
 func startServeNotReady(t *testing.T, env []string, args ...string) *proc {
 	t.Helper()
-	addr := freeAddr(t)
-	cmd := exec.Command(binary, append([]string{"serve", "--http-addr", addr}, args...)...)
-	cmd.Env = append(os.Environ(), env...)
-	p := &proc{cmd: cmd, base: "http://" + addr, stderr: &syncBuffer{}}
-	cmd.Stderr = p.stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	p := launchServe(t, env, args...)
 	eventually(t, "usher serve to listen", func() bool {
 		resp, err := http.Get(p.base + "/health/live")
 		if err == nil {
