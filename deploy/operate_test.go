@@ -23,6 +23,7 @@ import (
 
 	"github.com/usher-authz/usher/decision"
 	"github.com/usher-authz/usher/internal/testjwt"
+	"github.com/usher-authz/usher/internal/testredis"
 	statesync "github.com/usher-authz/usher/sync"
 )
 
@@ -223,13 +224,7 @@ func metricNames(t *testing.T) []string {
 // /metrics, and fails on any metric the dashboard or alerts name that
 // usher does not expose.
 func TestMetricsNamedInDeployAreExposed(t *testing.T) {
-	url := os.Getenv("USHER_TEST_REDIS_URL")
-	if url == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("USHER_TEST_REDIS_URL is not set; run the tests with scripts/test.sh")
-		}
-		t.Skip("SKIPPING: USHER_TEST_REDIS_URL is not set")
-	}
+	url := testredis.URL(t)
 	names := metricNames(t)
 	if len(names) < 10 {
 		t.Fatalf("found only %v in deploy/", names)

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"os"
 	"sort"
 	"strings"
 	"testing"
@@ -13,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/usher-authz/usher/decision"
+	"github.com/usher-authz/usher/internal/testredis"
 	statesync "github.com/usher-authz/usher/sync"
 )
 
@@ -21,13 +21,7 @@ import (
 // skipped, except under CI=true, where it fails.
 func testRedis(t testing.TB) (redis.UniversalClient, string, string) {
 	t.Helper()
-	url := os.Getenv("USHER_TEST_REDIS_URL")
-	if url == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("USHER_TEST_REDIS_URL is not set; run the tests with scripts/test.sh")
-		}
-		t.Skip("SKIPPING: USHER_TEST_REDIS_URL is not set; scripts/test.sh provides a Redis")
-	}
+	url := testredis.URL(t)
 	c, err := statesync.NewClient(url, "usher-test")
 	if err != nil {
 		t.Fatal(err)

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/usher-authz/usher/internal/testjwt"
+	"github.com/usher-authz/usher/internal/testredis"
 	"github.com/usher-authz/usher/rego"
 )
 
@@ -369,20 +370,8 @@ func TestEvalAndVersion(t *testing.T) {
 	}
 }
 
-func testRedisURL(t *testing.T) string {
-	t.Helper()
-	url := os.Getenv("USHER_TEST_REDIS_URL")
-	if url == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("USHER_TEST_REDIS_URL is not set; run the tests with scripts/test.sh")
-		}
-		t.Skip("SKIPPING: USHER_TEST_REDIS_URL is not set; scripts/test.sh provides a Redis")
-	}
-	return url
-}
-
 func TestServeFollowsRedis(t *testing.T) {
-	url := testRedisURL(t)
+	url := testredis.URL(t)
 	ns := fmt.Sprintf("cmdtest-%d", time.Now().UnixNano())
 	t.Cleanup(func() {
 		// Leave nothing behind: delete the namespace's records via the CLI's own writer.
