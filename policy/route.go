@@ -74,6 +74,17 @@ func checkerFrom(bctx oparego.BuiltinContext) (Checker, error) {
 	return c, nil
 }
 
+// caller returns the checker of the evaluation and the subject a built-in
+// was called with.
+func caller(bctx oparego.BuiltinContext, subj *ast.Term) (Checker, decision.Principal, error) {
+	c, err := checkerFrom(bctx)
+	if err != nil {
+		return nil, decision.Principal{}, err
+	}
+	p, err := subjectOf(subj)
+	return c, p, err
+}
+
 func resultTerm(d decision.Decision) *ast.Term {
 	obj := ast.NewObject(
 		ast.Item(ast.StringTerm("allowed"), ast.BooleanTerm(d.Allowed)),
@@ -95,11 +106,7 @@ func resultTerm(d decision.Decision) *ast.Term {
 func RouteFunctions() []func(*oparego.Rego) {
 	seat := oparego.Function2(&oparego.Function{Name: "usher.seat", Decl: Builtins["usher.seat"].Decl, Nondeterministic: true},
 		func(bctx oparego.BuiltinContext, subj, lic *ast.Term) (*ast.Term, error) {
-			c, err := checkerFrom(bctx)
-			if err != nil {
-				return nil, err
-			}
-			p, err := subjectOf(subj)
+			c, p, err := caller(bctx, subj)
 			if err != nil {
 				return nil, err
 			}
@@ -115,11 +122,7 @@ func RouteFunctions() []func(*oparego.Rego) {
 		})
 	ent := oparego.Function3(&oparego.Function{Name: "usher.entitled", Decl: Builtins["usher.entitled"].Decl, Nondeterministic: true},
 		func(bctx oparego.BuiltinContext, subj, asset, typ *ast.Term) (*ast.Term, error) {
-			c, err := checkerFrom(bctx)
-			if err != nil {
-				return nil, err
-			}
-			p, err := subjectOf(subj)
+			c, p, err := caller(bctx, subj)
 			if err != nil {
 				return nil, err
 			}
