@@ -223,21 +223,8 @@ func (d *Document) Append(o *Document) {
 
 // ByTenant splits the document by tenant; the parts share its records.
 func (d *Document) ByTenant() map[string]*Document {
-	by := make(map[string]*Document)
-	var last string
-	var lastP *Document
-	get := func(t string) *Document {
-		if lastP != nil && t == last {
-			return lastP // documents are mostly in tenant order
-		}
-		p := by[t]
-		if p == nil {
-			p = &Document{}
-			by[t] = p
-		}
-		last, lastP = t, p
-		return p
-	}
+	by := tenantParts[Document]{m: map[string]*Document{}}
+	get := by.get
 	for _, r := range d.Licenses {
 		p := get(r.TenantID)
 		p.Licenses = append(p.Licenses, r)
@@ -254,7 +241,27 @@ func (d *Document) ByTenant() map[string]*Document {
 		p := get(r.TenantID)
 		p.Groups = append(p.Groups, r)
 	}
-	return by
+	return by.m
+}
+
+// tenantParts holds one V per tenant, made on first use.
+type tenantParts[V any] struct {
+	m    map[string]*V
+	last string
+	lv   *V
+}
+
+func (p *tenantParts[V]) get(tenant string) *V {
+	if p.lv != nil && tenant == p.last {
+		return p.lv // documents are mostly in tenant order
+	}
+	v := p.m[tenant]
+	if v == nil {
+		v = new(V)
+		p.m[tenant] = v
+	}
+	p.last, p.lv = tenant, v
+	return v
 }
 
 // Len returns the number of records of all kinds.
@@ -560,21 +567,8 @@ func (d *Document) Validate() error {
 	// tenants on every core with small maps, then report the violations in
 	// document order.
 	type indexes struct{ lics, asgs, ents, grps []int32 }
-	by := map[string]*indexes{}
-	var last string
-	var lastX *indexes
-	get := func(t string) *indexes {
-		if lastX != nil && t == last {
-			return lastX // documents are mostly in tenant order
-		}
-		x := by[t]
-		if x == nil {
-			x = &indexes{}
-			by[t] = x
-		}
-		last, lastX = t, x
-		return x
-	}
+	parts := tenantParts[indexes]{m: map[string]*indexes{}}
+	get := parts.get
 	for i, r := range d.Licenses {
 		x := get(r.TenantID)
 		x.lics = append(x.lics, int32(i))
@@ -642,8 +636,8 @@ func (d *Document) Validate() error {
 		}
 		return out
 	}
-	tenants := make([]string, 0, len(by))
-	for t := range by {
+	tenants := make([]string, 0, len(parts.m))
+	for t := range parts.m {
 		tenants = append(tenants, t)
 	}
 	workers := min(runtime.GOMAXPROCS(0), max(1, len(tenants)/8))
@@ -654,7 +648,7 @@ func (d *Document) Validate() error {
 		go func() {
 			defer wg.Done()
 			for i := w; i < len(tenants); i += workers {
-				results[w] = check(tenants[i], by[tenants[i]], results[w])
+				results[w] = check(tenants[i], parts.m[tenants[i]], results[w])
 			}
 		}()
 	}
