@@ -236,13 +236,7 @@ func (t *Tenant) seatFacts(l *License, s Principal, scope string, at Instant) se
 			}
 		}
 	}
-	if si := t.lookup(s); si >= 0 {
-		p := &t.prins[si]
-		scan(p, false)
-		for _, g := range t.groupsOf(p) {
-			scan(&t.prins[g], true)
-		}
-	}
+	t.eachHolder(s, scan)
 	c.facts = MakeSeatFacts(state, validity, flags)
 	return c
 }
@@ -302,6 +296,13 @@ func (t *Tenant) entFacts(asset, typ string, implying []string, s Principal, sco
 			}
 		}
 	}
+	t.eachHolder(s, scan)
+	return c
+}
+
+// eachHolder calls scan with the subject's own entry, then with each group
+// it belongs to, directly or through nesting.
+func (t *Tenant) eachHolder(s Principal, scan func(p *principal, viaGroup bool)) {
 	if si := t.lookup(s); si >= 0 {
 		p := &t.prins[si]
 		scan(p, false)
@@ -309,7 +310,6 @@ func (t *Tenant) entFacts(asset, typ string, implying []string, s Principal, sco
 			scan(&t.prins[g], true)
 		}
 	}
-	return c
 }
 
 // scopeRef is the ref of an app scope; noRef when no record names it.
