@@ -238,6 +238,15 @@ func (s *Snapshot) Tenant(id string) *Tenant { return s.shards[shardOf(id)][id] 
 // Count returns the number of records of a kind.
 func (s *Snapshot) Count(k Kind) int { return s.counts[k] }
 
+// Len returns the number of records of all kinds.
+func (s *Snapshot) Len() int {
+	n := 0
+	for _, c := range s.counts {
+		n += c
+	}
+	return n
+}
+
 // TenantIDs returns the tenant ids in order.
 func (s *Snapshot) TenantIDs() []string {
 	var ids []string

@@ -407,10 +407,6 @@ func (f *RedisFollower) fullLoad(ctx context.Context) error {
 	f.reportBad(bad)
 	f.rev = rev
 	snap := decision.SnapshotOf(rev, built)
-	records := 0
-	for k := decision.KindLicense; k <= decision.KindGroup; k++ {
-		records += snap.Count(k)
-	}
 	f.cur, f.pos, f.entriesAdded = snap, pos, added
 	f.posView.Store(&pos)
 	f.cfg.Publish(snap)
@@ -418,7 +414,7 @@ func (f *RedisFollower) fullLoad(ctx context.Context) error {
 		f.reloads.Inc()
 	}
 	f.up()
-	f.log.Info("state loaded from redis", "namespace", f.k.Namespace(), "tenants", len(tenants), "records", records,
+	f.log.Info("state loaded from redis", "namespace", f.k.Namespace(), "tenants", len(tenants), "records", snap.Len(),
 		"position", pos, "revision", f.rev, "took", time.Since(start).Round(time.Millisecond))
 	f.maybeWriteFile()
 	// A full load leaves the raw replies and decoded copies as garbage, a

@@ -387,8 +387,7 @@ func serve(args []string, stderr io.Writer) error {
 			return err
 		}
 		engine.SetSnapshot(snap)
-		log.Info("serving the embedded demo state; use --state FILE for your own", "records", snap.Count(decision.KindLicense)+
-			snap.Count(decision.KindAssignment)+snap.Count(decision.KindEntitlement)+snap.Count(decision.KindGroup))
+		log.Info("serving the embedded demo state; use --state FILE for your own", "records", snap.Len())
 	}
 
 	var authorizer *authz.Authorizer
