@@ -253,12 +253,15 @@ func (e *Engine) Decide(api API, req *Request) (Decision, error) {
 	key := appendKey(arr[:0], req)
 	var h uint64
 	var t *Tenant
+	var trev uint64 // t's revision; 0 when the snapshot has no such tenant
 	looked := false
-	tenant := func() *Tenant {
+	tenant := func() {
 		if !looked {
 			t, looked = snap.Tenant(req.TenantID), true
+			if t != nil {
+				trev = t.Revision
+			}
 		}
-		return t
 	}
 	// usable reports whether c answers req now: same key and policy, the
 	// time inside its window, and its tenant unchanged since it was made.
@@ -269,10 +272,7 @@ func (e *Engine) Decide(api API, req *Request) (Decision, error) {
 		if c.seen.Load() == snap.id {
 			return true
 		}
-		var trev uint64
-		if t := tenant(); t != nil {
-			trev = t.Revision
-		}
+		tenant()
 		if trev != c.tenantRev {
 			return false
 		}
@@ -297,11 +297,7 @@ func (e *Engine) Decide(api API, req *Request) (Decision, error) {
 			return d, nil
 		}
 	}
-	t = tenant()
-	var trev uint64
-	if t != nil {
-		trev = t.Revision
-	}
+	tenant()
 	var (
 		o   Outcome
 		g   Grant
