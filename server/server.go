@@ -405,15 +405,12 @@ func (s *Server) batch(ctx *fasthttp.RequestCtx) {
 		}
 		var req decision.Request
 		// Errors name the check; the prefix is built only for them.
-		err := parseEvaluateInto(raw, "", id.Tenant, &req)
-		if err == nil {
-			err = scope(id, &req, "")
-			if err != nil {
-				out = appendErrorObject(out, "forbidden", scope(id, &req, checkPrefix(i)).Error())
-				continue
-			}
-		} else {
+		if parseEvaluateInto(raw, "", id.Tenant, &req) != nil {
 			out = appendErrorObject(out, "invalid_request", message(parseEvaluateInto(raw, checkPrefix(i), id.Tenant, &req)))
+			continue
+		}
+		if scope(id, &req, "") != nil {
+			out = appendErrorObject(out, "forbidden", scope(id, &req, checkPrefix(i)).Error())
 			continue
 		}
 		d, err := s.cfg.Engine.Decide(decision.APIBatch, &req)
