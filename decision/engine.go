@@ -192,10 +192,12 @@ func (e *Engine) Close() {
 	}
 }
 
-// SetSnapshot publishes a new state snapshot.
+// SetSnapshot publishes a new state snapshot. The state's age is the
+// source's to tell (MarkFresh, before it publishes); a snapshot published
+// with none told is taken as current when it was built.
 func (e *Engine) SetSnapshot(s *Snapshot) {
+	e.fresh.CompareAndSwap(0, s.Built.UnixNano())
 	e.snap.Store(s)
-	e.MarkFresh(s.Built)
 	if e.metrics != nil {
 		e.metrics.setState(s)
 	}

@@ -39,7 +39,9 @@ type Info struct {
 	SyncState    string // e.g. "following", "disconnected"
 	SyncLag      time.Duration
 	SyncError    string
-	SyncPosition string // last applied change stream id (Redis)
+	SyncSince    time.Time // when the current sync outage began (zero if none)
+	SyncPosition string    // last applied change stream id (Redis)
+	SyncEpoch    string    // the Redis namespace's epoch
 	PolicyDigest string
 	PolicyError  string
 }
@@ -310,11 +312,6 @@ func (s *Server) tooOld() (time.Duration, bool) {
 	return age, age > s.cfg.MaxStaleness
 }
 
-func (s *Server) stateTooOld() bool {
-	_, old := s.tooOld()
-	return old
-}
-
 // stale answers 503 when the state is older than MaxStaleness.
 func (s *Server) stale(ctx *fasthttp.RequestCtx) bool {
 	age, old := s.tooOld()
@@ -480,18 +477,53 @@ func readinessError(e *decision.Engine) error {
 }
 
 func (s *Server) ready(ctx *fasthttp.RequestCtx) {
+	ok, status, why := s.readiness()
+	code := fasthttp.StatusOK
+	if !ok {
+		code = fasthttp.StatusServiceUnavailable
+	}
+	b := append([]byte(`{"status":`), jsonw.String(nil, status)...)
+	if !ok {
+		b = append(b, `,"reason":`...)
+		b = jsonw.String(b, why)
+	}
+	writeJSON(ctx, code, append(b, '}'))
+}
+
+// readiness says whether the sidecar is ready, its status word, and why,
+// in words an operator can act on.
+func (s *Server) readiness() (bool, string, string) {
+	e := s.cfg.Engine
+	var info Info
+	if s.cfg.Info != nil {
+		info = s.cfg.Info()
+	}
+	syncNote := ""
+	if info.SyncError != "" {
+		syncNote = "; sync " + info.SyncState
+		if !info.SyncSince.IsZero() {
+			syncNote += " since " + info.SyncSince.UTC().Format(time.RFC3339)
+		}
+		syncNote += ": " + info.SyncError
+	}
 	switch {
 	case s.draining.Load():
-		writeJSON(ctx, fasthttp.StatusServiceUnavailable, []byte(`{"status":"draining"}`))
-	case s.cfg.Engine.Snapshot() == nil:
-		writeJSON(ctx, fasthttp.StatusServiceUnavailable, []byte(`{"status":"not_ready","reason":"no state snapshot loaded yet"}`))
-	case s.cfg.Engine.Policy() == nil:
-		writeJSON(ctx, fasthttp.StatusServiceUnavailable, []byte(`{"status":"not_ready","reason":"no policy compiled yet"}`))
-	case s.stateTooOld():
-		writeJSON(ctx, fasthttp.StatusServiceUnavailable, []byte(`{"status":"not_ready","reason":"state older than max-staleness"}`))
-	default:
-		writeJSON(ctx, fasthttp.StatusOK, []byte(`{"status":"ready"}`))
+		return false, "draining", "shutting down"
+	case e.Snapshot() == nil:
+		return false, "not_ready", "no state snapshot loaded yet" + syncNote
+	case e.Policy() == nil:
+		return false, "not_ready", "no policy compiled yet"
 	}
+	age := time.Since(e.FreshAt()).Round(time.Millisecond)
+	if age, old := s.tooOld(); old {
+		return false, "not_ready", fmt.Sprintf("the state was last confirmed current %s ago, over the %s max-staleness%s",
+			age.Round(time.Millisecond), s.cfg.MaxStaleness, syncNote)
+	}
+	why := fmt.Sprintf("serving the %s state, last confirmed current %s ago", info.Source, age)
+	if s.cfg.MaxStaleness > 0 {
+		why += fmt.Sprintf(" (max-staleness %s)", s.cfg.MaxStaleness)
+	}
+	return true, "ready", why + syncNote
 }
 
 func (s *Server) status(ctx *fasthttp.RequestCtx) {
@@ -500,8 +532,11 @@ func (s *Server) status(ctx *fasthttp.RequestCtx) {
 		info = s.cfg.Info()
 	}
 	e := s.cfg.Engine
+	ready, _, why := s.readiness()
 	b := []byte(`{"ready":`)
-	b = jsonw.Bool(b, e.Ready() && !s.draining.Load() && !s.stateTooOld())
+	b = jsonw.Bool(b, ready)
+	b = append(b, `,"readiness":`...)
+	b = jsonw.String(b, why)
 	b = append(b, `,"state":`...)
 	if snap := e.Snapshot(); snap != nil {
 		b = append(b, `{"revision":`...)
@@ -533,9 +568,15 @@ func (s *Server) status(ctx *fasthttp.RequestCtx) {
 	b = strconv.AppendFloat(b, info.SyncLag.Seconds(), 'f', 6, 64)
 	b = append(b, `,"last_error":`...)
 	b = jsonw.NullString(b, info.SyncError)
+	if !info.SyncSince.IsZero() {
+		b = append(b, `,"error_since":`...)
+		b = decision.InstantOf(info.SyncSince).AppendJSON(b)
+	}
 	if info.SyncPosition != "" {
 		b = append(b, `,"position":`...)
 		b = jsonw.String(b, info.SyncPosition)
+		b = append(b, `,"epoch":`...)
+		b = jsonw.NullString(b, info.SyncEpoch)
 	}
 	b = append(b, `},"policy":`...)
 	if p := e.Policy(); p != nil {

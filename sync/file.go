@@ -103,6 +103,7 @@ func (f *FileFollower) Load() error {
 	}
 	f.rev++
 	snap := decision.NewSnapshot(doc, f.rev)
+	f.cfg.Fresh(time.Now())
 	f.cfg.Publish(snap)
 	f.lastErr.Store(nil)
 	f.cfg.Logger.Info("state loaded", "path", f.cfg.Path, "revision", f.rev, "records", doc.Len(),

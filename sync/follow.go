@@ -1,21 +1,12 @@
 package statesync
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
-	"runtime"
-	"runtime/debug"
-	"slices"
-	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,13 +19,16 @@ import (
 
 // RedisConfig configures a RedisFollower.
 type RedisConfig struct {
-	// Client is the Redis to follow; required.
+	// Client is the Redis to follow; required. Its commands must honour
+	// their context's deadline (NewClient's do), or a hung Redis is only
+	// noticed after the client's own read timeouts and retries.
 	Client redis.UniversalClient
 	// Namespace prefixes every key; default "usher".
 	Namespace string
 	// Publish receives each new snapshot; required.
 	Publish func(*decision.Snapshot)
-	// Fresh is told whenever Redis confirmed the snapshot is current.
+	// Fresh is told whenever Redis confirmed the snapshot is current, and
+	// before each Publish.
 	Fresh func(time.Time)
 	// Logger reports sync events; nil discards.
 	Logger *slog.Logger
@@ -45,8 +39,13 @@ type RedisConfig struct {
 	SnapshotFile string
 	// SnapshotInterval bounds how often SnapshotFile is rewritten; default 10s.
 	SnapshotInterval time.Duration
-	// Block is how long one XREAD waits for events; default 1s.
-	Block time.Duration
+	// VerifyInterval is the longest time between two checks that the
+	// stream still continues from the follower's position (each round trip
+	// checks, and one XREAD blocks at most this long); default 1s.
+	VerifyInterval time.Duration
+	// StallTimeout is how much longer than its block a round trip may take
+	// before Redis counts as unreachable; default 1s.
+	StallTimeout time.Duration
 	// BackoffMin and BackoffMax bound the reconnect backoff; default 50ms and 5s.
 	BackoffMin, BackoffMax time.Duration
 	// Batch is the most events applied as one revision; default 1000.
@@ -65,10 +64,17 @@ func (c RedisConfig) Validate() error {
 	if _, err := NewKeys(c.Namespace); c.Namespace != "" && err != nil {
 		errs = append(errs, err)
 	}
-	for name, d := range map[string]time.Duration{"snapshot-interval": c.SnapshotInterval, "block": c.Block, "backoff-min": c.BackoffMin, "backoff-max": c.BackoffMax} {
-		if d < 0 {
-			errs = append(errs, fmt.Errorf("%s: must not be negative", name))
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"snapshot-interval", c.SnapshotInterval}, {"sync-verify-interval", c.VerifyInterval}, {"stall-timeout", c.StallTimeout},
+		{"backoff-min", c.BackoffMin}, {"backoff-max", c.BackoffMax}} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("%s: must not be negative", d.name))
 		}
+	}
+	if c.VerifyInterval > 0 && c.VerifyInterval < 10*time.Millisecond {
+		errs = append(errs, fmt.Errorf("sync-verify-interval: must be at least 10ms, got %s", c.VerifyInterval))
 	}
 	if c.Batch < 0 {
 		errs = append(errs, errors.New("batch: must not be negative"))
@@ -90,33 +96,60 @@ type SyncStatus struct {
 	Lag       time.Duration // write-to-apply time of the last applied change
 	LastError string
 	Position  string // last applied stream id
+	Epoch     string // the namespace's epoch the state was loaded in; "" if it has none
+	// ErrorSince is when the current outage began (zero while following).
+	ErrorSince time.Time
 }
 
 // RedisFollower loads the state from Redis, then follows the change stream,
 // applying each batch of changes as a new snapshot that rebuilds only the
-// tenants it touches. On a lost connection it keeps the last snapshot,
-// reconnects with backoff and resumes from its stream position; when the
-// stream no longer holds that position it reloads in full.
+// tenants it touches. Every round trip also proves that the stream still
+// continues from its position in the same namespace epoch; whatever cannot
+// be proven continuous reloads in full. On a lost connection it keeps the
+// last snapshot, reconnects with backoff and resumes from its position.
 type RedisFollower struct {
 	cfg RedisConfig
 	k   Keys
 	log *slog.Logger
 
 	// Owned by the Run goroutine.
-	cur          *decision.Snapshot
-	rev          uint64
-	pos          string
-	entriesAdded int64
+	cur *decision.Snapshot
+	rev uint64
+	at  position
 
-	state       atomic.Pointer[string]
-	lastErr     atomic.Pointer[string]
-	lag         atomic.Int64
-	posView     atomic.Pointer[string]
-	filePending atomic.Pointer[pendingFile]
-	fileKick    chan struct{}
+	state     atomic.Pointer[string]
+	lastErr   atomic.Pointer[string]
+	errSince  atomic.Int64
+	lag       atomic.Int64
+	view      atomic.Pointer[position]
+	confirmed atomic.Pointer[confirmation]
+	file      snapshotFile
 
-	connected, lagGauge  prometheus.Gauge
-	events, reloads, bad prometheus.Counter
+	connected, lagGauge prometheus.Gauge
+	events, bad         prometheus.Counter
+	reloads             *prometheus.CounterVec
+}
+
+// position is where the follower stands in the namespace.
+type position struct {
+	// ID is the last applied stream id ("0-0" before any).
+	ID string
+	// Anchored says the entry ID was seen in the stream, so its absence
+	// later proves entries were lost. A full load of a stream that holds no
+	// entries starts unanchored at its last generated id.
+	Anchored bool
+	// EntriesAdded is the stream's entries-added counter at ID.
+	EntriesAdded int64
+	// MaxDeleted is the stream's max-deleted-entry-id when last checked.
+	MaxDeleted string
+	// Epoch is the namespace's epoch ("" for a namespace without one).
+	Epoch string
+}
+
+// confirmation is a moment Redis confirmed the state at a position current.
+type confirmation struct {
+	id string
+	at time.Time
 }
 
 // NewRedisFollower validates cfg.
@@ -134,7 +167,8 @@ func NewRedisFollower(cfg RedisConfig) (*RedisFollower, error) {
 		}
 	}
 	def(&cfg.SnapshotInterval, 10*time.Second)
-	def(&cfg.Block, time.Second)
+	def(&cfg.VerifyInterval, time.Second)
+	def(&cfg.StallTimeout, time.Second)
 	def(&cfg.BackoffMin, 50*time.Millisecond)
 	def(&cfg.BackoffMax, 5*time.Second)
 	if cfg.Batch == 0 {
@@ -146,13 +180,18 @@ func NewRedisFollower(cfg RedisConfig) (*RedisFollower, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	f := &RedisFollower{cfg: cfg, k: k, log: cfg.Logger, pos: "0-0", fileKick: make(chan struct{}, 1),
+	f := &RedisFollower{cfg: cfg, k: k, log: cfg.Logger, at: position{ID: "0-0"},
 		connected: prometheus.NewGauge(prometheus.GaugeOpts{Name: "usher_sync_connected", Help: "1 while the Redis follower is connected."}),
 		lagGauge:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "usher_sync_lag_seconds", Help: "Write-to-apply time of the last change applied from Redis."}),
 		events:    prometheus.NewCounter(prometheus.CounterOpts{Name: "usher_sync_events_total", Help: "Change events read from the Redis stream."}),
-		reloads:   prometheus.NewCounter(prometheus.CounterOpts{Name: "usher_sync_full_reloads_total", Help: "Full reloads from Redis after the first load (stream trimmed past our position, or Redis lost it)."}),
-		bad:       prometheus.NewCounter(prometheus.CounterOpts{Name: "usher_sync_invalid_records_total", Help: "Records in Redis that broke the state rules and were left out."}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "usher_sync_full_reloads_total",
+			Help: "Full reloads from Redis after the first load, by why the change stream could not be followed on."}, []string{"reason"}),
+		bad: prometheus.NewCounter(prometheus.CounterOpts{Name: "usher_sync_invalid_records_total", Help: "Records in Redis that broke the state rules and were left out."}),
 	}
+	for _, r := range ReloadReasons {
+		f.reloads.WithLabelValues(r)
+	}
+	f.file = snapshotFile{path: cfg.SnapshotFile, ns: k.Namespace(), interval: cfg.SnapshotInterval, log: cfg.Logger, kick: make(chan struct{}, 1)}
 	f.setState(StateConnecting)
 	if cfg.Registerer != nil {
 		cfg.Registerer.MustRegister(f.connected, f.lagGauge, f.events, f.reloads, f.bad)
@@ -162,43 +201,33 @@ func NewRedisFollower(cfg RedisConfig) (*RedisFollower, error) {
 
 func (f *RedisFollower) setState(s string) { f.state.Store(&s) }
 
-func (f *RedisFollower) setErr(err error) {
-	if err == nil {
-		f.lastErr.Store(nil)
-		return
-	}
-	s := err.Error()
-	f.lastErr.Store(&s)
-}
-
 // Status reports the follower's state; safe for concurrent use.
 func (f *RedisFollower) Status() SyncStatus {
 	s := SyncStatus{State: *f.state.Load(), Lag: time.Duration(f.lag.Load())}
 	if e := f.lastErr.Load(); e != nil {
 		s.LastError = *e
+		s.ErrorSince = time.Unix(0, f.errSince.Load())
 	}
-	if p := f.posView.Load(); p != nil {
-		s.Position = *p
+	if p := f.view.Load(); p != nil {
+		s.Position, s.Epoch = p.ID, p.Epoch
 	}
 	return s
 }
 
-// Run loads and follows until ctx ends.
+// Run loads and follows until ctx ends, then writes the last snapshot
+// file (when configured) before it returns.
 func (f *RedisFollower) Run(ctx context.Context) {
-	if f.cfg.SnapshotFile != "" {
-		var wg sync.WaitGroup
-		wg.Add(1)
-		go func() { defer wg.Done(); f.fileWriter(ctx) }()
-		defer wg.Wait()
-	}
 	backoff := f.cfg.BackoffMin
-	needLoad, verify := true, false
+	needLoad, reason := true, ""
 	if f.cfg.SnapshotFile != "" {
 		if err := f.loadSnapshotFile(); err == nil {
-			needLoad, verify = false, true
+			needLoad = false
 		} else if !errors.Is(err, os.ErrNotExist) {
 			f.log.Warn("snapshot file unusable; loading from Redis", "path", f.cfg.SnapshotFile, "error", err)
 		}
+		var wg sync.WaitGroup
+		wg.Go(func() { f.file.run(ctx, f.confirmed.Load) })
+		defer wg.Wait()
 	}
 	wait := func(err error) bool {
 		f.down(err)
@@ -214,58 +243,26 @@ func (f *RedisFollower) Run(ctx context.Context) {
 	}
 	for ctx.Err() == nil {
 		if needLoad {
-			if err := f.fullLoad(ctx); err != nil {
+			if err := f.fullLoad(ctx, reason); err != nil {
 				if ctx.Err() != nil || !wait(err) {
 					return
 				}
 				continue
 			}
-			needLoad, verify = false, false
+			needLoad = false
 		}
-		if verify {
-			ok, err := f.holds(ctx)
-			if err != nil {
-				if ctx.Err() != nil || !wait(err) {
-					return
-				}
-				continue
-			}
-			if !ok {
-				f.log.Warn("the change stream no longer holds our position; reloading in full", "position", f.pos)
-				needLoad = true
-				continue
-			}
-			verify = false
-		}
-		// One round trip: the read, then the stream's state right after it.
-		pipe := f.cfg.Client.Pipeline()
-		xr := pipe.XRead(ctx, &redis.XReadArgs{Streams: []string{f.k.Changes(), f.pos}, Count: f.cfg.Batch, Block: f.cfg.Block})
-		xi := pipe.XInfoStream(ctx, f.k.Changes())
-		pipe.Exec(ctx)
-		if ctx.Err() != nil {
-			return
-		}
-		streams, err := xr.Result()
-		if errors.Is(err, redis.Nil) {
-			f.up()
-			backoff = f.cfg.BackoffMin
+		streams, gap, err := f.roundTrip(ctx)
+		if err == nil && gap != "" {
+			f.log.Warn("the change stream cannot be followed on from our position; reloading in full",
+				"reason", gap, "position", f.at.ID, "epoch", f.at.Epoch)
+			needLoad, reason = true, gap
 			continue
-		}
-		if err == nil {
-			// Entries trimmed after our position were never read: reload.
-			var ok bool
-			if ok, err = f.stillHeld(xi); err == nil && !ok {
-				f.log.Warn("the change stream was trimmed past our position, or lost; reloading in full", "position", f.pos)
-				needLoad = true
-				continue
-			}
 		}
 		if err == nil {
 			err = f.apply(ctx, streams)
 		}
 		if err != nil {
-			verify = true
-			if !wait(err) {
+			if ctx.Err() != nil || !wait(err) {
 				return
 			}
 			continue
@@ -275,175 +272,72 @@ func (f *RedisFollower) Run(ctx context.Context) {
 	}
 }
 
+// up records that Redis just confirmed the state current.
 func (f *RedisFollower) up() {
+	now := time.Now()
 	f.connected.Set(1)
 	f.setState(StateFollowing)
-	f.setErr(nil)
-	f.cfg.Fresh(time.Now())
+	f.lastErr.Store(nil)
+	f.cfg.Fresh(now)
+	at := f.at
+	f.view.Store(&at)
+	f.confirmed.Store(&confirmation{id: at.ID, at: now})
 }
 
 func (f *RedisFollower) down(err error) {
 	f.connected.Set(0)
 	f.setState(StateDisconnected)
-	f.setErr(err)
-	f.log.Warn("redis sync interrupted; serving the last snapshot", "error", err, "position", f.pos)
+	if f.lastErr.Load() == nil {
+		f.errSince.Store(time.Now().UnixNano())
+	}
+	s := err.Error()
+	f.lastErr.Store(&s)
+	if f.cur != nil {
+		f.log.Warn("redis sync interrupted; serving the last snapshot", "error", err, "position", f.at.ID)
+	} else {
+		f.log.Warn("redis sync interrupted; no state to serve yet", "error", err)
+	}
 }
 
-// stillHeld checks, from an XINFO STREAM taken right after a read, that
-// nothing after our position was trimmed and the stream was not recreated.
-func (f *RedisFollower) stillHeld(xi *redis.XInfoStreamCmd) (bool, error) {
-	info, err := xi.Result()
+// roundTrip reads the next events after our position and, in the same
+// pipeline right after the read, what proves the stream still continues
+// from there: the epoch, the entry at our position, the stream's counters.
+// It returns the events and, when continuity cannot be proven, why.
+func (f *RedisFollower) roundTrip(ctx context.Context) ([]redis.XStream, string, error) {
+	block := f.cfg.VerifyInterval
+	rctx, cancel := context.WithTimeout(ctx, block+f.cfg.StallTimeout)
+	defer cancel()
+	pipe := f.cfg.Client.Pipeline()
+	xr := pipe.XRead(rctx, &redis.XReadArgs{Streams: []string{f.k.Changes(), f.at.ID}, Count: f.cfg.Batch, Block: block})
+	var v streamCmds
+	v.queue(rctx, pipe, f.k, f.at)
+	pipe.Exec(rctx)
+	if ctx.Err() != nil {
+		return nil, "", ctx.Err()
+	}
+	streams, err := xr.Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return nil, "", fmt.Errorf("redis did not answer a read of the change stream within %s", block+f.cfg.StallTimeout)
+		}
+		return nil, "", fmt.Errorf("read the change stream: %w", err)
+	}
+	got, err := v.result()
 	if err != nil {
-		if strings.Contains(err.Error(), "no such key") {
-			return false, nil // we just read from it: it vanished since
-		}
-		return false, err
+		return nil, "", fmt.Errorf("check the change stream: %w", err)
 	}
-	if info.EntriesAdded < f.entriesAdded {
-		return false, nil
+	gap := f.at.gap(got)
+	if gap == "" {
+		f.at.MaxDeleted, f.at.Epoch = got.info.MaxDeletedEntryID, got.epoch
 	}
-	return info.MaxDeletedEntryID == "" || !streamLess(f.pos, info.MaxDeletedEntryID), nil
-}
-
-// holds reports whether the stream still holds everything after our
-// position: nothing after it was trimmed, and (for a real position) the
-// entry itself is still there, which also tells a Redis that lost its data.
-func (f *RedisFollower) holds(ctx context.Context) (bool, error) {
-	info, err := f.cfg.Client.XInfoStream(ctx, f.k.Changes()).Result()
-	if err != nil {
-		if strings.Contains(err.Error(), "no such key") {
-			return f.pos == "0-0" && f.entriesAdded == 0, nil
-		}
-		return false, err
-	}
-	if info.EntriesAdded < f.entriesAdded {
-		return false, nil // the stream was recreated
-	}
-	if info.MaxDeletedEntryID != "" && streamLess(f.pos, info.MaxDeletedEntryID) {
-		return false, nil
-	}
-	if f.pos != "0-0" {
-		got, err := f.cfg.Client.XRange(ctx, f.k.Changes(), f.pos, f.pos).Result()
-		if err != nil {
-			return false, err
-		}
-		if len(got) == 0 {
-			return false, nil
-		}
-	}
-	return true, nil
-}
-
-// fullLoad reads every tenant and publishes a new snapshot.
-func (f *RedisFollower) fullLoad(ctx context.Context) error {
-	reload := f.cur != nil
-	if reload {
-		f.setState(StateReloading)
-	}
-	start := time.Now()
-	c := f.cfg.Client
-	pos := "0-0"
-	var added int64
-	if info, err := c.XInfoStream(ctx, f.k.Changes()).Result(); err == nil {
-		pos, added = info.LastGeneratedID, info.EntriesAdded
-	} else if !strings.Contains(err.Error(), "no such key") {
-		return fmt.Errorf("load: %w", err)
-	}
-	tenants, err := c.SMembers(ctx, f.k.Tenants()).Result()
-	if err != nil {
-		return fmt.Errorf("load: %w", err)
-	}
-	sort.Strings(tenants)
-	// One goroutine reads tenants from Redis, a batch a round trip, while
-	// workers decode and build the batches already read: a tenant's
-	// replies and records are garbage once it is built.
-	rev := f.rev + 1
-	batches := make(chan []rawTenant, 2)
-	var fetchErr error
-	go func() {
-		defer close(batches)
-		for i := 0; i < len(tenants); i += 100 {
-			raws, err := fetchTenants(ctx, c, f.k, tenants[i:min(i+100, len(tenants))], false)
-			if err != nil {
-				fetchErr = fmt.Errorf("load: %w", err)
-				return
-			}
-			batches <- raws
-		}
-	}()
-	var (
-		mu    sync.Mutex
-		built []*decision.Tenant
-		bad   []error
-		wg    sync.WaitGroup
-	)
-	for range runtime.GOMAXPROCS(0) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			b := decision.NewTenantBuilder()
-			for raws := range batches {
-				for i := range raws {
-					d, errs := raws[i].decode(f.k, nil)
-					var t *decision.Tenant
-					if d.Len() > 0 {
-						t = b.Build(raws[i].tenant, d, rev)
-					}
-					mu.Lock()
-					if t != nil {
-						built = append(built, t)
-					}
-					bad = append(bad, errs...)
-					mu.Unlock()
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	if fetchErr != nil {
-		return fetchErr // nothing applied
-	}
-	slices.SortFunc(bad, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
-	f.reportBad(bad)
-	f.rev = rev
-	snap := decision.SnapshotOf(rev, built)
-	f.cur, f.pos, f.entriesAdded = snap, pos, added
-	f.posView.Store(&pos)
-	f.cfg.Publish(snap)
-	if reload {
-		f.reloads.Inc()
-	}
-	f.up()
-	f.log.Info("state loaded from redis", "namespace", f.k.Namespace(), "tenants", len(tenants), "records", snap.Len(),
-		"position", pos, "revision", f.rev, "took", time.Since(start).Round(time.Millisecond))
-	f.maybeWriteFile()
-	// A full load leaves the raw replies and decoded copies as garbage, a
-	// few times the snapshot's size; hand that memory back now rather than
-	// holding it as RSS until the next GC cycles get to it (in the
-	// background: the new state is already serving).
-	go debug.FreeOSMemory()
-	return nil
-}
-
-func (f *RedisFollower) reportBad(bad []error) {
-	if len(bad) == 0 {
-		return
-	}
-	f.bad.Add(float64(len(bad)))
-	for i, err := range bad {
-		if i == 5 {
-			f.log.Error("more invalid records left out", "count", len(bad)-5)
-			break
-		}
-		f.log.Error("invalid record in redis left out", "error", err)
-	}
+	return streams, gap, nil
 }
 
 // apply turns one XREAD batch into one new snapshot.
 func (f *RedisFollower) apply(ctx context.Context, streams []redis.XStream) error {
 	edits := map[string][]decision.Edit{}
 	reread := map[string]bool{}
-	pos := f.pos
+	pos := f.at.ID
 	var lastAt int64
 	var bad []error
 	n := 0
@@ -497,7 +391,7 @@ func (f *RedisFollower) apply(ctx context.Context, streams []redis.XStream) erro
 		}
 		docs, b, err := readTenants(ctx, f.cfg.Client, f.k, list, false)
 		if err != nil {
-			return err // nothing applied; the batch is read again from f.pos
+			return err // nothing applied; the batch is read again from our position
 		}
 		bad = append(bad, b...)
 		// A tenant read now holds every change of the batch.
@@ -510,131 +404,37 @@ func (f *RedisFollower) apply(ctx context.Context, streams []redis.XStream) erro
 	if len(edits) > 0 {
 		snap = snap.WithEdits(f.rev, edits)
 	}
-	f.cur, f.pos = snap, pos
-	f.entriesAdded += int64(n)
-	f.posView.Store(&pos)
-	f.cfg.Publish(snap)
+	f.cur = snap
+	f.at.ID, f.at.Anchored = pos, true
+	f.at.EntriesAdded += int64(n)
+	f.publish(snap)
 	f.events.Add(float64(n))
 	if lastAt > 0 {
 		lag := time.Since(time.UnixMilli(lastAt))
 		f.lag.Store(int64(lag))
 		f.lagGauge.Set(lag.Seconds())
 	}
-	f.maybeWriteFile()
 	return nil
 }
 
-// snapshotHeader is the first line of a snapshot file; the rest is a state
-// document, so `usher serve --state FILE` can read the file too.
-type snapshotHeader struct {
-	Namespace    string    `json:"namespace"`
-	Position     string    `json:"position"`
-	EntriesAdded int64     `json:"entries_added"`
-	WrittenAt    time.Time `json:"written_at"`
+// publish hands a new snapshot to the engine and the snapshot file.
+func (f *RedisFollower) publish(snap *decision.Snapshot) {
+	at := f.at
+	f.view.Store(&at)
+	f.cfg.Publish(snap)
+	f.file.offer(snap, at)
 }
 
-// maybeWriteFile hands the current state to the file writer, which keeps
-// only the newest and writes at most once per SnapshotInterval.
-func (f *RedisFollower) maybeWriteFile() {
-	if f.cfg.SnapshotFile == "" {
+func (f *RedisFollower) reportBad(bad []error) {
+	if len(bad) == 0 {
 		return
 	}
-	p := &pendingFile{snap: f.cur, h: snapshotHeader{Namespace: f.k.Namespace(), Position: f.pos, EntriesAdded: f.entriesAdded, WrittenAt: time.Now().UTC()}}
-	f.filePending.Store(p)
-	select {
-	case f.fileKick <- struct{}{}:
-	default:
-	}
-}
-
-type pendingFile struct {
-	snap *decision.Snapshot
-	h    snapshotHeader
-}
-
-// fileWriter writes pending states until ctx ends, then writes the last.
-func (f *RedisFollower) fileWriter(ctx context.Context) {
-	write := func() {
-		if p := f.filePending.Swap(nil); p != nil {
-			if err := writeSnapshotFile(f.cfg.SnapshotFile, p.snap, p.h); err != nil {
-				f.log.Error("snapshot file not written", "path", f.cfg.SnapshotFile, "error", err)
-			}
+	f.bad.Add(float64(len(bad)))
+	for i, err := range bad {
+		if i == 5 {
+			f.log.Error("more invalid records left out", "count", len(bad)-5)
+			break
 		}
+		f.log.Error("invalid record in redis left out", "error", err)
 	}
-	for {
-		select {
-		case <-ctx.Done():
-			write()
-			return
-		case <-f.fileKick:
-		}
-		write()
-		select {
-		case <-ctx.Done():
-			write()
-			return
-		case <-time.After(f.cfg.SnapshotInterval):
-		}
-	}
-}
-
-func writeSnapshotFile(path string, snap *decision.Snapshot, h snapshotHeader) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	w := bufio.NewWriterSize(tmp, 1<<20)
-	hb, _ := json.Marshal(h)
-	fmt.Fprintf(w, "{\"usher_snapshot\": %s,\n", hb)
-	var body bytes.Buffer
-	if _, err := snap.Document().WriteTo(&body); err != nil {
-		return err
-	}
-	w.Write(body.Bytes()[1:]) // the document without its opening brace
-	if err := w.Flush(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
-}
-
-// loadSnapshotFile publishes the state kept on disk, positioned where it
-// was written.
-func (f *RedisFollower) loadSnapshotFile() error {
-	b, err := os.ReadFile(f.cfg.SnapshotFile)
-	if err != nil {
-		return err
-	}
-	var head struct {
-		H *snapshotHeader `json:"usher_snapshot"`
-	}
-	line, _, _ := bytes.Cut(b, []byte("\n"))
-	header := append(bytes.Clone(bytes.TrimSuffix(line, []byte(","))), '}') // b must stay intact
-	if err := json.Unmarshal(header, &head); err != nil || head.H == nil {
-		return fmt.Errorf("snapshot file %s: no usher_snapshot header", f.cfg.SnapshotFile)
-	}
-	if head.H.Namespace != f.k.Namespace() {
-		return fmt.Errorf("snapshot file %s is of namespace %q, not %q", f.cfg.SnapshotFile, head.H.Namespace, f.k.Namespace())
-	}
-	doc, err := decision.DecodeDocumentBytes(b)
-	if err != nil {
-		return fmt.Errorf("snapshot file %s: %w", f.cfg.SnapshotFile, err)
-	}
-	f.rev++
-	snap := decision.NewSnapshot(doc, f.rev)
-	f.cur, f.pos, f.entriesAdded = snap, head.H.Position, head.H.EntriesAdded
-	f.posView.Store(&f.pos)
-	f.cfg.Publish(snap)
-	f.cfg.Fresh(head.H.WrittenAt) // the state is as old as the file
-	f.log.Info("serving the snapshot file until redis answers", "path", f.cfg.SnapshotFile, "records", doc.Len(),
-		"position", f.pos, "written_at", head.H.WrittenAt)
-	return nil
 }

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -19,6 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/usher-authz/usher/decision"
+	"github.com/usher-authz/usher/internal/testredis"
 	statesync "github.com/usher-authz/usher/sync"
 )
 
@@ -32,16 +32,26 @@ type follower struct {
 
 func startFollower(t testing.TB, url, ns, snapshotFile string) *follower {
 	t.Helper()
+	return startFollowerWith(t, url, ns, func(cfg *statesync.RedisConfig) {
+		cfg.SnapshotFile, cfg.SnapshotInterval = snapshotFile, time.Nanosecond
+		cfg.BackoffMin, cfg.BackoffMax = 10*time.Millisecond, 100*time.Millisecond
+		cfg.VerifyInterval = 200 * time.Millisecond
+	})
+}
+
+// startFollowerWith runs a follower of ns configured by set (defaults
+// otherwise), stopped at the end of the test.
+func startFollowerWith(t testing.TB, url, ns string, set func(*statesync.RedisConfig)) *follower {
+	t.Helper()
 	c, err := statesync.NewClient(url, "usher-sidecar-"+ns)
 	if err != nil {
 		t.Fatal(err)
 	}
 	fl := &follower{reg: prometheus.NewRegistry(), done: make(chan struct{})}
-	fl.f, err = statesync.NewRedisFollower(statesync.RedisConfig{
-		Client: c, Namespace: ns, Registerer: fl.reg, SnapshotFile: snapshotFile, SnapshotInterval: time.Nanosecond,
-		Publish: func(s *decision.Snapshot) { fl.snap.Store(s) }, BackoffMin: 10 * time.Millisecond, BackoffMax: 100 * time.Millisecond,
-		Block: 200 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(testLog{t}, nil)),
-	})
+	cfg := statesync.RedisConfig{Client: c, Namespace: ns, Registerer: fl.reg,
+		Publish: func(s *decision.Snapshot) { fl.snap.Store(s) }, Logger: slog.New(slog.NewTextHandler(testLog{t}, nil))}
+	set(&cfg)
+	fl.f, err = statesync.NewRedisFollower(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,16 +77,33 @@ func (l testLog) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func (fl *follower) metric(name string) float64 {
+// metric sums a metric's series whose labels include the given name=value
+// pairs; -1 when it is not registered.
+func (fl *follower) metric(name string, labels ...string) float64 {
 	mfs, _ := fl.reg.Gather()
 	for _, mf := range mfs {
-		if mf.GetName() == name {
-			m := mf.GetMetric()[0]
-			if m.Counter != nil {
-				return m.Counter.GetValue()
-			}
-			return m.Gauge.GetValue()
+		if mf.GetName() != name {
+			continue
 		}
+		sum := 0.0
+	series:
+		for _, m := range mf.GetMetric() {
+			for i := 0; i+1 < len(labels); i += 2 {
+				found := false
+				for _, lp := range m.GetLabel() {
+					found = found || (lp.GetName() == labels[i] && lp.GetValue() == labels[i+1])
+				}
+				if !found {
+					continue series
+				}
+			}
+			if m.Counter != nil {
+				sum += m.Counter.GetValue()
+			} else {
+				sum += m.Gauge.GetValue()
+			}
+		}
+		return sum
 	}
 	return -1
 }
@@ -303,43 +330,9 @@ func closedPort(t *testing.T) string {
 	return addr
 }
 
-// ownRedis starts a redis-server of the test's own on a free loopback port,
-// with an append-only file in dir, and returns its address and a restart.
-func ownRedis(t *testing.T, dir string) (string, func()) {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("redis-server is not installed; scripts/test.sh installs it")
-		}
-		t.Skip("SKIPPING: redis-server is not installed")
-	}
-	addr := closedPort(t)
-	_, port, _ := net.SplitHostPort(addr)
-	var cmd *exec.Cmd
-	start := func() {
-		cmd = exec.Command(bin, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
-			"--appendfsync", "always", "--dir", dir, "--daemonize", "no", "--logfile", filepath.Join(dir, "redis.log"))
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		c := redis.NewClient(&redis.Options{Addr: addr})
-		defer c.Close()
-		waitFor(t, "redis-server to answer", 10*time.Second, func() bool { return c.Ping(context.Background()).Err() == nil })
-	}
-	stop := func() {
-		cmd.Process.Signal(os.Interrupt)
-		cmd.Wait()
-	}
-	start()
-	t.Cleanup(stop)
-	return addr, func() { stop(); start() }
-}
-
 func TestFollowerAcrossRedisRestartAndDataLoss(t *testing.T) {
-	dir := t.TempDir()
-	addr, restart := ownRedis(t, dir)
-	url := "redis://" + addr + "/0"
+	srv := testredis.Start(t, testredis.Options{AOF: true})
+	url := srv.URL()
 	c, err := statesync.NewClient(url, "usher-test")
 	if err != nil {
 		t.Fatal(err)
@@ -355,7 +348,8 @@ func TestFollowerAcrossRedisRestartAndDataLoss(t *testing.T) {
 	done := make(chan struct{})
 	go func() { writeChanges(t, w, 150, 2*time.Millisecond); close(done) }()
 	time.Sleep(100 * time.Millisecond)
-	restart()
+	srv.Stop()
+	srv.Start()
 	<-done
 	converged(t, fl, w, 10*time.Second)
 	added := c.XInfoStream(ctx, w.Keys().Changes()).Val().EntriesAdded

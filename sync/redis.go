@@ -50,6 +50,11 @@ func (k Keys) Records(tenant string, kind decision.Kind) string {
 // Changes is the change STREAM.
 func (k Keys) Changes() string { return k.prefix() + "changes" }
 
+// Epoch is the STRING naming this lifetime of the namespace: a random id
+// that every write creates when it is missing (SET NX), so a namespace
+// that was lost or replaced has none or another one.
+func (k Keys) Epoch() string { return k.prefix() + "epoch" }
+
 func (k Keys) stage(token, tenant string, kind decision.Kind) string {
 	return k.prefix() + "stage:" + token + ":" + tenant + ":" + kind.String() + "s"
 }
@@ -72,7 +77,8 @@ const (
 )
 
 // NewClient connects to the Redis named by url and names its connections
-// (CLIENT SETNAME) so operators can tell them apart. Schemes: redis://,
+// (CLIENT SETNAME) so operators can tell them apart. Its commands honour
+// their context's deadline, which is how a follower notices a hung Redis. Schemes: redis://,
 // rediss:// (TLS); redis+cluster:// and rediss+cluster:// with extra nodes
 // as addr= parameters; redis+sentinel:// and rediss+sentinel:// with the
 // sentinels' addresses and master_name=.
@@ -92,21 +98,21 @@ func NewClient(rawURL, name string) (redis.UniversalClient, error) {
 		if err != nil {
 			return nil, fmt.Errorf("redis-url: %w", err)
 		}
-		o.ClientName = name
+		o.ClientName, o.ContextTimeoutEnabled = name, true
 		return redis.NewClient(o), nil
 	case "cluster":
 		o, err := redis.ParseClusterURL(plain)
 		if err != nil {
 			return nil, fmt.Errorf("redis-url: %w", err)
 		}
-		o.ClientName = name
+		o.ClientName, o.ContextTimeoutEnabled = name, true
 		return redis.NewClusterClient(o), nil
 	case "sentinel":
 		o, err := redis.ParseFailoverURL(plain)
 		if err != nil {
 			return nil, fmt.Errorf("redis-url: %w", err)
 		}
-		o.ClientName = name
+		o.ClientName, o.ContextTimeoutEnabled = name, true
 		return redis.NewFailoverClient(o), nil
 	}
 	return nil, fmt.Errorf("redis-url: unknown mode %q (want cluster or sentinel)", mode)

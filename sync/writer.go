@@ -83,6 +83,33 @@ func (w *Writer) event(p redis.Pipeliner, ctx context.Context, values ...any) {
 	p.XAdd(ctx, &redis.XAddArgs{Stream: w.k.Changes(), MaxLen: w.maxLen, Approx: true, Values: values})
 }
 
+// stampEpoch queues the creation of the namespace's epoch where it has
+// none: a namespace that Redis lost gets a new one with its next write,
+// which tells every sidecar to reload.
+func (w *Writer) stampEpoch(p redis.Pipeliner, ctx context.Context) {
+	p.SetNX(ctx, w.k.Epoch(), newEpoch(), 0)
+}
+
+func newEpoch() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// refused names why Redis discarded a transaction: EXEC only says
+// EXECABORT, the queued command's own error (OOM, READONLY, NOPERM…) says why.
+func refused(cmds []redis.Cmder, err error) error {
+	if err == nil || !strings.HasPrefix(err.Error(), "EXECABORT") {
+		return err
+	}
+	for _, c := range cmds {
+		if ce := c.Err(); ce != nil && !strings.HasPrefix(ce.Error(), "EXECABORT") {
+			return fmt.Errorf("redis refused the write: %w", ce)
+		}
+	}
+	return err
+}
+
 // retry runs a WATCH transaction until it commits or loses too often.
 func (w *Writer) retry(ctx context.Context, fn func(*redis.Tx) error, keys ...string) error {
 	for range 10 {
@@ -134,13 +161,13 @@ func (w *Writer) Put(ctx context.Context, kind decision.Kind, raw []byte) error 
 				}
 			}
 		}
-		_, err := tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		return refused(tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
 			p.HSet(ctx, key, id, canonical)
 			p.SAdd(ctx, w.k.Tenants(), tenant)
+			w.stampEpoch(p, ctx)
 			w.event(p, ctx, FieldOp, OpPut, FieldKind, kind.String(), FieldTenant, tenant, FieldID, id, FieldRecord, canonical)
 			return nil
-		})
-		return err
+		}))
 	}, watch...)
 }
 
@@ -194,12 +221,12 @@ func (w *Writer) Delete(ctx context.Context, kind decision.Kind, tenant, id stri
 			}
 			return fmt.Errorf("%s %q of tenant %q is still named by %s: delete or change those first", kind, id, tenant, strings.Join(users, ", "))
 		}
-		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		return refused(tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
 			p.HDel(ctx, key, id)
+			w.stampEpoch(p, ctx)
 			w.event(p, ctx, FieldOp, OpDelete, FieldKind, kind.String(), FieldTenant, tenant, FieldID, id)
 			return nil
-		})
-		return err
+		}))
 	}, watch...)
 }
 
@@ -288,6 +315,19 @@ func (w *Writer) swap(ctx context.Context, tx *redis.Tx, tenants []string, docs 
 	}
 	token := hex.EncodeToString(tok[:])
 	staged := map[string]bool{}
+	committed := false
+	defer func() {
+		// Staging failed, the WATCH failed or Redis went away: drop what
+		// was staged, so "nothing written" leaves nothing behind.
+		if committed || len(staged) == 0 {
+			return
+		}
+		keys := make([]string, 0, len(staged))
+		for sk := range staged {
+			keys = append(keys, sk)
+		}
+		w.c.Del(context.WithoutCancel(ctx), keys...)
+	}()
 	pipe := tx.Pipeline()
 	for _, t := range tenants {
 		for _, kind := range Kinds {
@@ -309,10 +349,11 @@ func (w *Writer) swap(ctx context.Context, tx *redis.Tx, tenants []string, docs 
 			res.Records += len(recs)
 		}
 	}
-	if _, err := pipe.Exec(ctx); err != nil {
-		return fmt.Errorf("stage records: %w", err)
+	if cmds, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("stage records: %w", refused(cmds, err))
 	}
-	_, err := tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+	err := refused(tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		w.stampEpoch(p, ctx)
 		for _, t := range tenants {
 			empty := true
 			for _, kind := range Kinds {
@@ -333,18 +374,11 @@ func (w *Writer) swap(ctx context.Context, tx *redis.Tx, tenants []string, docs 
 			w.event(p, ctx, FieldOp, OpTenant, FieldTenant, t)
 		}
 		return nil
-	})
+	}))
 	if err != nil {
-		// The WATCH failed or Redis went away: drop what was staged.
-		keys := make([]string, 0, len(staged))
-		for sk := range staged {
-			keys = append(keys, sk)
-		}
-		if len(keys) > 0 {
-			w.c.Del(context.WithoutCancel(ctx), keys...)
-		}
 		return err
 	}
+	committed = true
 	res.Tenants = len(tenants)
 	return nil
 }

@@ -20,6 +20,7 @@ import (
 	"runtime/debug"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -235,6 +236,7 @@ type serveFlags struct {
 	maxBody                                         int
 	cacheEntries                                    int64
 	drain, maxStaleness, snapshotInterval           time.Duration
+	syncVerify                                      time.Duration
 }
 
 func serve(args []string, stderr io.Writer) error {
@@ -245,6 +247,7 @@ func serve(args []string, stderr io.Writer) error {
 	fs.StringVar(&f.namespace, "namespace", statesync.DefaultNamespace, "Redis key namespace")
 	fs.StringVar(&f.snapshotFile, "snapshot-file", "", "with --redis-url: keep the last applied state in this file, and serve it at start while Redis is down")
 	fs.DurationVar(&f.snapshotInterval, "snapshot-interval", 10*time.Second, "with --snapshot-file: rewrite the file at most this often")
+	fs.DurationVar(&f.syncVerify, "sync-verify-interval", time.Second, "with --redis-url: prove at least this often that the change stream still continues from the applied position (else reload in full); a Redis that does not answer within this plus 1s is an outage")
 	fs.DurationVar(&f.maxStaleness, "max-staleness", 0, "answer 503 state_stale and fail readiness once the state was last known current longer ago than this (0: off)")
 	fs.StringVar(&f.grpcAddr, "grpc-addr", extauthz.DefaultAddr, "gRPC listen address of the Envoy ext_authz service (started with --jwks)")
 	fs.StringVar(&f.routes, "routes", "", "route data (YAML or JSON) for the ext_authz fronts: which route needs which seat or entitlement")
@@ -285,8 +288,13 @@ func serve(args []string, stderr io.Writer) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	sig, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	// Every goroutine started below is joined before serve returns: the
+	// followers finish what they promised (the last snapshot file write).
+	ctx, cancel := context.WithCancel(sig)
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
 	var dlog *decision.DecisionLogger
 	if f.decisionLog != "" {
 		w := io.Writer(os.Stdout)
@@ -322,7 +330,7 @@ func serve(args []string, stderr io.Writer) error {
 	if err := reloader.Load(ctx); err != nil {
 		return err
 	}
-	go reloader.Run(ctx)
+	wg.Go(func() { reloader.Run(ctx) })
 
 	if f.jwks == "" && (f.routes != "" || f.evaluateAuth) {
 		return usagef("jwks: --routes and --evaluate-auth verify bearer tokens and need a key set (--jwks FILE|URL)")
@@ -335,7 +343,7 @@ func serve(args []string, stderr io.Writer) error {
 		if err != nil {
 			return usageError{err}
 		}
-		go verifier.Run(ctx)
+		wg.Go(func() { verifier.Run(ctx) })
 		if f.routes != "" {
 			if routes, err = policy.LoadRoutes(f.routes); err != nil {
 				return usageError{err}
@@ -360,15 +368,15 @@ func serve(args []string, stderr io.Writer) error {
 		if err != nil {
 			return usageError{err}
 		}
-		defer client.Close()
 		redisFollower, err = statesync.NewRedisFollower(statesync.RedisConfig{
 			Client: client, Namespace: f.namespace, Publish: engine.SetSnapshot, Fresh: engine.MarkFresh,
-			Logger: log, Registerer: reg, SnapshotFile: f.snapshotFile, SnapshotInterval: f.snapshotInterval,
+			Logger: log, Registerer: reg, SnapshotFile: f.snapshotFile, SnapshotInterval: f.snapshotInterval, VerifyInterval: f.syncVerify,
 		})
 		if err != nil {
+			client.Close()
 			return usageError{err}
 		}
-		go redisFollower.Run(ctx)
+		wg.Go(func() { redisFollower.Run(ctx); client.Close() })
 	case f.state != "":
 		source = "file"
 		follower, err = statesync.NewFileFollower(statesync.FileConfig{
@@ -380,7 +388,7 @@ func serve(args []string, stderr io.Writer) error {
 		if err := follower.Load(); err != nil {
 			return err
 		}
-		go follower.Run(ctx)
+		wg.Go(func() { follower.Run(ctx) })
 	default:
 		snap, err := demoSnapshot()
 		if err != nil {
@@ -408,6 +416,7 @@ func serve(args []string, stderr io.Writer) error {
 			if redisFollower != nil {
 				st := redisFollower.Status()
 				info.SyncState, info.SyncLag, info.SyncError, info.SyncPosition = st.State, st.Lag, st.LastError, st.Position
+				info.SyncSince, info.SyncEpoch = st.ErrorSince, st.Epoch
 			}
 			if c := reloader.Current(); c != nil {
 				info.PolicyDigest = c.Digest()
@@ -419,38 +428,54 @@ func serve(args []string, stderr io.Writer) error {
 	if err != nil {
 		return usagef("%v", err)
 	}
-	errc := make(chan error, 3)
-	go func() { errc <- srv.ListenAndServe() }()
+	// Listeners are bound here, so a taken port fails before anything
+	// says "serving", and closing them ends their servers on every path.
+	httpLn, err := net.Listen("tcp", f.httpAddr)
+	if err != nil {
+		return fmt.Errorf("http listen: %w", err)
+	}
+	defer httpLn.Close()
+	var debugLn net.Listener
 	if f.debugAddr != "" {
-		ln, err := net.Listen("tcp", f.debugAddr)
-		if err != nil {
+		if debugLn, err = net.Listen("tcp", f.debugAddr); err != nil {
 			return fmt.Errorf("debug listen: %w", err)
 		}
-		defer ln.Close()
-		go func() { errc <- debugServe(ln) }()
+		defer debugLn.Close()
+	}
+	var grpcLn net.Listener
+	if authorizer != nil {
+		if grpcLn, err = net.Listen("tcp", f.grpcAddr); err != nil {
+			return fmt.Errorf("grpc listen: %w", err)
+		}
+		defer grpcLn.Close()
+	}
+	errc := make(chan error, 3)
+	wg.Go(func() { errc <- srv.Serve(httpLn) })
+	if debugLn != nil {
+		wg.Go(func() { errc <- debugServe(debugLn) })
 		log.Info("pprof serving", "debug", f.debugAddr+"/debug/pprof/")
 	}
 	var grpcSrv *grpc.Server
 	if authorizer != nil {
-		ln, err := net.Listen("tcp", f.grpcAddr)
-		if err != nil {
-			return fmt.Errorf("grpc listen: %w", err)
-		}
-		grpcSrv = extauthz.NewServer(ctx, authorizer, engine.Ready, 500*time.Millisecond)
-		go func() { errc <- grpcSrv.Serve(ln) }()
+		grpcSrv = extauthz.NewServer(sig, authorizer, engine.Ready, 500*time.Millisecond)
+		wg.Go(func() { errc <- grpcSrv.Serve(grpcLn) })
 		log.Info("ext_authz serving", "grpc", f.grpcAddr, "http", f.httpAddr+"/ext_authz/", "routes", routes.Len())
 	}
 	log.Info("usher serving", "http", f.httpAddr, "version", version, "policy_dir", f.policyDir, "state", source)
+	var runErr error
 	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
+	case runErr = <-errc:
+		log.Error("a listener failed; shutting down", "error", runErr)
+	case <-sig.Done():
+		log.Info("shutting down: readiness off, draining in-flight requests", "delay", f.shutdownDelay, "timeout", f.drain)
+		srv.Drain()
+		time.Sleep(f.shutdownDelay)
 	}
-	log.Info("shutting down: readiness off, draining in-flight requests", "delay", f.shutdownDelay, "timeout", f.drain)
-	srv.Drain()
-	time.Sleep(f.shutdownDelay)
-	sctx, cancel := context.WithTimeout(context.Background(), f.drain)
-	defer cancel()
+	sctx, cancelDrain := context.WithTimeout(context.Background(), f.drain)
+	defer cancelDrain()
+	if debugLn != nil {
+		debugLn.Close()
+	}
 	if grpcSrv != nil {
 		done := make(chan struct{})
 		go func() { grpcSrv.GracefulStop(); close(done) }()
@@ -458,12 +483,17 @@ func serve(args []string, stderr io.Writer) error {
 		case <-done:
 		case <-sctx.Done():
 			grpcSrv.Stop()
+			<-done
 		}
 	}
-	if err := srv.Shutdown(sctx); err != nil {
-		return fmt.Errorf("shutdown: %w", err)
+	if err := srv.Shutdown(sctx); err != nil && runErr == nil {
+		runErr = fmt.Errorf("shutdown: %w", err)
 	}
-	return nil
+	httpLn.Close() // in case Serve had not yet taken the listener when Shutdown ran
+	cancel()
+	wg.Wait()
+	log.Info("stopped")
+	return runErr
 }
 
 // debugServe serves the pprof handlers on their own listener, so profiles

@@ -1,0 +1,184 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/usher-authz/usher/decision"
+	"github.com/usher-authz/usher/internal/testredis"
+	statesync "github.com/usher-authz/usher/sync"
+)
+
+// redisNamespace is a namespace of the test's own on the test Redis and a
+// writer of it; the namespace is removed afterwards.
+func redisNamespace(t *testing.T, maxLen int64) (string, string, *statesync.Writer) {
+	t.Helper()
+	url := testredis.URL(t)
+	c, err := statesync.NewClient(url, "usher-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := fmt.Sprintf("cmdtest-%d", time.Now().UnixNano())
+	t.Cleanup(func() {
+		ctx := context.Background()
+		if keys, _ := c.Keys(ctx, "{"+ns+"}*").Result(); len(keys) > 0 {
+			c.Del(ctx, keys...)
+		}
+		c.Close()
+	})
+	w, err := statesync.NewWriter(statesync.WriterConfig{Client: c, Namespace: ns, StreamMaxLen: maxLen})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return url, ns, w
+}
+
+// tenSeats is a license and ten persons holding a seat each.
+func tenSeats(t *testing.T, w *statesync.Writer) {
+	t.Helper()
+	var b strings.Builder
+	b.WriteString(`{"licenses": [{"id": "lic_1", "tenant_id": "t1", "name": "editor"}], "assignments": [`)
+	for i := range 10 {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, `{"id": "a%d", "tenant_id": "t1", "license_id": "lic_1", "assignee_id": "s%d"}`, i, i)
+	}
+	b.WriteString(`]}`)
+	doc, err := decision.DecodeDocument(strings.NewReader(b.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Load(context.Background(), doc, false); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func seatOf(i int) string {
+	return fmt.Sprintf(`{"tenant_id": "t1", "subject": {"id": "s%d"}, "seat": {"license": "editor"}}`, i)
+}
+
+func (p *proc) metricsText(t *testing.T) string {
+	t.Helper()
+	resp, err := http.Get(p.base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+// A sidecar paused (SIGSTOP) while a writer with a short stream suspends
+// ten seats and writes 290 other changes must, once resumed and with no
+// further write, apply all ten: the stream was trimmed past its position,
+// so it reloads, and says why.
+func TestServePausedWhileTheStreamIsTrimmed(t *testing.T) {
+	url, ns, w := redisNamespace(t, 50)
+	tenSeats(t, w)
+	p := startServe(t, []string{"USHER_REDIS_URL=" + url, "USHER_NAMESPACE=" + ns})
+	for i := range 10 {
+		if got := p.evaluate(t, seatOf(i)); got["reason"] != "seat_assigned" {
+			t.Fatalf("s%d: %v, want seat_assigned", i, got)
+		}
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for i := range 10 {
+		rec := fmt.Sprintf(`{"id": "a%d", "tenant_id": "t1", "license_id": "lic_1", "assignee_id": "s%d", "status": "suspended"}`, i, i)
+		if err := w.Put(ctx, decision.KindAssignment, []byte(rec)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 290 {
+		rec := fmt.Sprintf(`{"id": "other%d", "tenant_id": "t1", "license_id": "lic_1", "assignee_id": "o%d"}`, i%40, i)
+		if err := w.Put(ctx, decision.KindAssignment, []byte(rec)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for i := 0; i < 10; {
+		if got := p.evaluate(t, seatOf(i)); got["reason"] == "assignment_inactive" {
+			i++
+			continue
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("5s after the pause s%d still holds a seat that Redis suspended", i)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if m := p.metricsText(t); !strings.Contains(m, `usher_sync_full_reloads_total{reason="trimmed"} 1`) {
+		t.Errorf("metrics lack one reload for trimmed:\n%s", grepLines(m, "usher_sync_full_reloads_total"))
+	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// SIGTERM writes the last applied state to --snapshot-file, however long
+// the snapshot interval; a sidecar started from it while Redis is down
+// says in /v1/status why it is or is not ready.
+func TestServeShutdownWritesTheSnapshotFile(t *testing.T) {
+	url, ns, w := redisNamespace(t, 0)
+	tenSeats(t, w)
+	file := filepath.Join(t.TempDir(), "snapshot.json")
+	p := startServe(t, []string{"USHER_REDIS_URL=" + url, "USHER_NAMESPACE=" + ns}, "--snapshot-file", file, "--snapshot-interval", "1h")
+	eventually(t, "the first snapshot file", func() bool { _, err := os.Stat(file); return err == nil })
+	if err := w.Put(context.Background(), decision.KindAssignment,
+		[]byte(`{"id": "a3", "tenant_id": "t1", "license_id": "lic_1", "assignee_id": "s3", "status": "revoked"}`)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the change to apply", func() bool { return p.evaluate(t, seatOf(3))["reason"] == "assignment_inactive" })
+	if b, _ := os.ReadFile(file); strings.Contains(string(b), `"revoked"`) {
+		t.Fatal("the file holds the change before shutdown; the test means nothing with this interval")
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Wait(); err != nil {
+		t.Fatalf("usher serve after SIGTERM: %v", err)
+	}
+	if b, _ := os.ReadFile(file); !strings.Contains(string(b), `"revoked"`) {
+		t.Errorf("after SIGTERM the snapshot file lacks the last change:\n%.600s", b)
+	}
+	if !strings.Contains(p.stderr.String(), "msg=stopped") {
+		t.Errorf("no stopped line in the log:\n%s", p.stderr)
+	}
+
+	deadURL := "redis://" + freeAddr(t) + "/0"
+	env := []string{"USHER_NAMESPACE=" + ns}
+	q := startServe(t, env, "--redis-url", deadURL, "--snapshot-file", file, "--max-staleness", "1h")
+	if got := q.evaluate(t, seatOf(3)); got["reason"] != "assignment_inactive" {
+		t.Errorf("evaluate from the snapshot file = %v", got)
+	}
+	eventually(t, "the outage in the readiness", func() bool {
+		r, _ := q.status(t)["readiness"].(string)
+		return strings.Contains(r, "serving the redis state, last confirmed current") && strings.Contains(r, "(max-staleness 1h0m0s); sync disconnected since")
+	})
+	r := startServeNotReady(t, env, "--redis-url", deadURL, "--snapshot-file", file, "--max-staleness", "1ms")
+	eventually(t, "the reason it is not ready", func() bool {
+		st := r.status(t)
+		why, _ := st["readiness"].(string)
+		return st["ready"] == false && strings.Contains(why, "over the 1ms max-staleness; sync disconnected since")
+	})
+}
