@@ -59,8 +59,11 @@ func New(cfg Config) (*Authorizer, error) {
 
 // Request is what an ext_authz front extracts from the proxied request.
 type Request struct {
-	Method        string
-	Path          string // may carry a query, which routing ignores
+	Method string
+	// Path is the request path as sent on the wire: percent-encoded, not
+	// normalized, possibly with a query (which routing ignores). Both
+	// fronts pass it raw, so both read it through the same SplitPath.
+	Path          string
 	Authorization string // the Authorization header value
 }
 
@@ -72,14 +75,17 @@ const (
 	Denied
 	Unauthenticated
 	Unavailable
+	// Invalid: the path is not canonical (policy.SplitPath); refused
+	// with 400 invalid_path on both fronts.
+	Invalid
 )
 
 // Result is the answer to one ext_authz check.
 type Result struct {
 	Status     Status
-	Reason     string // the decision reason; for Unauthenticated and Unavailable, "unauthenticated" / "unavailable"
+	Reason     string // the decision reason; otherwise "unauthenticated", "unavailable", "invalid_path"
 	DecisionID string
-	Message    string            // why, for Unauthenticated and Unavailable
+	Message    string            // why, for Unauthenticated, Unavailable and Invalid
 	Headers    map[string]string // added upstream when allowed
 }
 
@@ -115,6 +121,10 @@ func (a *Authorizer) Check(ctx context.Context, api decision.API, r Request) Res
 	case !pol.HasRoute():
 		return Result{Status: Unavailable, Reason: "unavailable", Message: "the policy defines no " + policy.RouteQuery}
 	}
+	segs, err := policy.SplitPath(r.Path)
+	if err != nil {
+		return Result{Status: Invalid, Reason: "invalid_path", Message: err.Error()}
+	}
 	path := r.Path
 	if i := strings.IndexByte(path, '?'); i >= 0 {
 		path = path[:i]
@@ -128,7 +138,7 @@ func (a *Authorizer) Check(ctx context.Context, api decision.API, r Request) Res
 			ast.Item(ast.StringTerm("id"), ast.StringTerm(id.Subject)),
 			ast.Item(ast.StringTerm("type"), ast.StringTerm("person")))),
 	}
-	if m, ok := a.cfg.Routes.Match(r.Method, path); ok {
+	if m, ok := a.cfg.Routes.Match(r.Method, segs); ok {
 		params := ast.NewObject()
 		for k, v := range m.Params {
 			params.Insert(ast.StringTerm(k), ast.StringTerm(v))

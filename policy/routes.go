@@ -170,22 +170,70 @@ type Match struct {
 	Asset  string // the entitlement's asset
 }
 
-// Match returns the first route matching method and path (without its
-// query), or false.
-func (r *Routes) Match(method, path string) (Match, bool) {
+// ErrPath marks a request path that is not in canonical form.
+var ErrPath = errors.New("invalid path")
+
+// SplitPath checks that a request path (as sent on the wire, percent-
+// encoded, possibly with a query) is canonical and returns its segments,
+// each percent-decoded exactly once. Canonical means: it starts with "/";
+// it holds no fragment, no empty segment ("//"), no "." or ".." segment,
+// plain or encoded (%2e); no segment decodes to a "/" or "\" (%2F, %5C)
+// or a control character; every escape is valid. Anything else is
+// refused rather than rewritten: a path the proxy and the upstream could
+// read differently must not be authorized as one of them. The query is
+// ignored. A proxy that normalizes paths (Envoy's normalize_path and
+// merge_slashes) only ever sends canonical ones.
+func SplitPath(raw string) ([]string, error) {
+	if i := strings.IndexByte(raw, '?'); i >= 0 {
+		raw = raw[:i]
+	}
+	if !strings.HasPrefix(raw, "/") {
+		return nil, fmt.Errorf("%w: must start with /", ErrPath)
+	}
+	if strings.IndexByte(raw, '#') >= 0 {
+		return nil, fmt.Errorf("%w: must not hold a fragment (#)", ErrPath)
+	}
+	parts := strings.Split(raw[1:], "/")
+	for i, p := range parts {
+		if p == "" && i < len(parts)-1 {
+			return nil, fmt.Errorf("%w: must not hold an empty segment (//)", ErrPath)
+		}
+		v, err := url.PathUnescape(p)
+		if err != nil {
+			return nil, fmt.Errorf("%w: segment %d: bad percent-encoding", ErrPath, i+1)
+		}
+		if strings.ContainsFunc(v, func(r rune) bool { return r == '\\' || r < 0x20 || r == 0x7f }) {
+			return nil, fmt.Errorf("%w: segment %d: must not decode to a backslash or control character", ErrPath, i+1)
+		}
+		// An encoded slash is data ("a%2F1" is the id "a/1"), but what an
+		// upstream that decodes it would see must hold no dot or empty
+		// segment either.
+		encodedSlash := strings.Contains(v, "/")
+		for sub := range strings.SplitSeq(v, "/") {
+			if sub == "." || sub == ".." {
+				return nil, fmt.Errorf("%w: must not hold a dot segment (. or .., also encoded)", ErrPath)
+			}
+			if sub == "" && encodedSlash {
+				return nil, fmt.Errorf("%w: must not hold an empty segment (//, also encoded)", ErrPath)
+			}
+		}
+		parts[i] = v
+	}
+	return parts, nil
+}
+
+// Match returns the first route matching method and the path segments
+// SplitPath returned, or false.
+func (r *Routes) Match(method string, segs []string) (Match, bool) {
 	if r == nil {
 		return Match{}, false
 	}
-	if i := strings.IndexByte(path, '?'); i >= 0 {
-		path = path[:i]
-	}
-	parts := strings.Split(strings.TrimPrefix(path, "/"), "/")
 	for i := range r.list {
 		rt := &r.list[i]
 		if rt.Method != "" && rt.Method != method {
 			continue
 		}
-		if params, ok := rt.match(parts); ok {
+		if params, ok := rt.match(segs); ok {
 			m := Match{Index: i, Route: rt, Params: params}
 			if rt.Entitlement != "" {
 				m.Asset = rt.Asset
@@ -210,14 +258,13 @@ func (rt *Route) match(parts []string) (map[string]string, bool) {
 		}
 		switch {
 		case s.param != "":
-			v, err := url.PathUnescape(parts[i])
-			if err != nil || v == "" {
+			if parts[i] == "" {
 				return nil, false
 			}
 			if params == nil {
 				params = map[string]string{}
 			}
-			params[s.param] = v
+			params[s.param] = parts[i]
 		case s.lit != parts[i]:
 			return nil, false
 		}

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"errors"
 	"strings"
 	"testing"
 
@@ -37,12 +38,12 @@ routes:
 		{"GET", "/", true, 4, ""},
 		{"GET", "/editorial", false, 0, ""},
 	} {
-		m, ok := r.Match(tc.method, tc.path)
+		m, ok := match(r, tc.method, tc.path)
 		if ok != tc.ok || (ok && (m.Index != tc.index || m.Asset != tc.asset)) {
 			t.Errorf("Match(%s %s) = %v %+v, want %v index %d asset %q", tc.method, tc.path, ok, m, tc.ok, tc.index, tc.asset)
 		}
 	}
-	m, _ := r.Match("PUT", "/orgs/o1/docs/d9")
+	m, _ := match(r, "PUT", "/orgs/o1/docs/d9")
 	if diff := cmp.Diff(map[string]string{"org": "o1", "doc": "d9"}, m.Params); diff != "" {
 		t.Errorf("params (-want +got):\n%s", diff)
 	}
@@ -69,6 +70,59 @@ func TestRoutesRejects(t *testing.T) {
 		_, err := ParseRoutes([]byte(tc.src))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("ParseRoutes(%s) = %v, want an error containing %q", tc.src, err, tc.want)
+		}
+	}
+}
+
+func match(r *Routes, method, path string) (Match, bool) {
+	segs, err := SplitPath(path)
+	if err != nil {
+		return Match{}, false
+	}
+	return r.Match(method, segs)
+}
+
+func TestSplitPath(t *testing.T) {
+	for _, tc := range []struct {
+		path string
+		want []string // nil: refused
+	}{
+		{"/", []string{""}},
+		{"/docs/A", []string{"docs", "A"}},
+		{"/docs/A?x=1&y=/../", []string{"docs", "A"}},
+		{"/docs/", []string{"docs", ""}},
+		{"/docs/%2541", []string{"docs", "%41"}}, // decoded exactly once
+		{"/docs/my%20doc", []string{"docs", "my doc"}},
+		{"/%64ocs/A", []string{"docs", "A"}},
+		{"/docs/%E2%82%AC", []string{"docs", "€"}},
+		{"/editor/../docs/B", nil},
+		{"/editor/./x", nil},
+		{"/editor/%2e%2e/docs/B", nil},
+		{"/editor/%2E%2E%2Fdocs/B", nil},
+		{"/editor/..%2Fdocs", nil},
+		{"/docs/B/..", nil},
+		{"//editor/x", nil},
+		{"/docs//A", nil},
+		{"/docs/A#f", nil},
+		{"/docs/a%2Fb", []string{"docs", "a/b"}},
+		{"/docs/a%2F%2Fb", nil},
+		{"/docs/%2Fb", nil},
+		{"/docs/a%2F", nil},
+		{"/docs/a%5Cb", nil},
+		{"/docs/a%00b", nil},
+		{"/docs/%zz", nil},
+		{"docs/A", nil},
+		{"", nil},
+	} {
+		got, err := SplitPath(tc.path)
+		if tc.want == nil {
+			if err == nil || !errors.Is(err, ErrPath) {
+				t.Errorf("SplitPath(%q) = %q, %v; want refused", tc.path, got, err)
+			}
+			continue
+		}
+		if err != nil || !cmp.Equal(got, tc.want) {
+			t.Errorf("SplitPath(%q) = %q, %v; want %q", tc.path, got, err, tc.want)
 		}
 	}
 }

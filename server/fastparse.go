@@ -1,8 +1,6 @@
 package server
 
 import (
-	"strings"
-
 	"github.com/usher-authz/usher/decision"
 	"github.com/usher-authz/usher/internal/jsonscan"
 )
@@ -21,17 +19,22 @@ type fastBody struct {
 
 // parseEvaluateFast parses the common shape of an evaluate body without
 // allocating: the strings it returns alias body and are valid only while
-// body is. It reports false for anything unusual (escapes in strings, a
-// wrong type, a key that differs from a known one only in case, invalid
-// JSON), and the caller then takes the encoding/json path, which gives the
-// precise error. On success f holds what json.Unmarshal would decode.
+// body is. Keys match exactly, as in readEvaluate. It reports false for
+// anything unusual (escapes in strings, a wrong type, a repeated key, many
+// unknown keys, invalid JSON), and the caller then takes readEvaluate,
+// which decides the same and words the precise error. On success f holds
+// what readEvaluate would decode.
 func parseEvaluateFast(body []byte, f *fastBody) bool {
 	p := jsonscan.Scanner{Buf: body}
 	p.WS()
 	if !p.Byte('{') {
 		return false
 	}
+	var keys keySet
 	if !p.Object(func(key string) bool {
+		if !keys.add(key) {
+			return false
+		}
 		switch key {
 		case "tenant_id":
 			return p.Str(&f.tenantID)
@@ -40,67 +43,79 @@ func parseEvaluateFast(body []byte, f *fastBody) bool {
 		case "at":
 			return p.Str(&f.at)
 		case "subject":
-			if p.Null() {
-				f.hasSubject = false
+			if f.hasSubject = !p.Null(); !f.hasSubject {
 				return true
 			}
-			if !f.hasSubject {
-				f.subject = evalSubject{}
-			}
-			f.hasSubject = true
+			var sub keySet
 			return p.Byte('{') && p.Object(func(k string) bool {
-				switch k {
-				case "id":
+				switch {
+				case !sub.add(k):
+					return false
+				case k == "id":
 					return p.Str(&f.subject.ID)
-				case "type":
+				case k == "type":
 					return p.Str(&f.subject.Type)
 				}
-				return !strings.EqualFold(k, "id") && !strings.EqualFold(k, "type") && p.Skip()
+				return p.Skip()
 			})
 		case "seat":
-			if p.Null() {
-				f.hasSeat = false
+			if f.hasSeat = !p.Null(); !f.hasSeat {
 				return true
 			}
-			if !f.hasSeat {
-				f.seat = evalSeat{}
-			}
-			f.hasSeat = true
+			var sub keySet
 			return p.Byte('{') && p.Object(func(k string) bool {
-				if k == "license" {
+				switch {
+				case !sub.add(k):
+					return false
+				case k == "license":
 					return p.Str(&f.seat.License)
 				}
-				return !strings.EqualFold(k, "license") && p.Skip()
+				return p.Skip()
 			})
 		case "entitlement":
-			if p.Null() {
-				f.hasEnt = false
+			if f.hasEnt = !p.Null(); !f.hasEnt {
 				return true
 			}
-			if !f.hasEnt {
-				f.ent = evalEntitlement{}
-			}
-			f.hasEnt = true
+			var sub keySet
 			return p.Byte('{') && p.Object(func(k string) bool {
-				switch k {
-				case "asset_id":
+				switch {
+				case !sub.add(k):
+					return false
+				case k == "asset_id":
 					return p.Str(&f.ent.AssetID)
-				case "type":
+				case k == "type":
 					return p.Str(&f.ent.Type)
 				}
-				return !strings.EqualFold(k, "asset_id") && !strings.EqualFold(k, "type") && p.Skip()
+				return p.Skip()
 			})
-		}
-		for _, known := range [...]string{"tenant_id", "app_id", "at", "subject", "seat", "entitlement"} {
-			if strings.EqualFold(key, known) {
-				return false
-			}
 		}
 		return p.Skip()
 	}) {
 		return false
 	}
 	return p.Done()
+}
+
+// keySet remembers the keys of one object without allocating, to tell a
+// repeated one; past its capacity it reports false, handing the body to
+// the strict reader.
+type keySet struct {
+	keys [8]string
+	n    int
+}
+
+func (s *keySet) add(k string) bool {
+	for _, seen := range s.keys[:s.n] {
+		if seen == k {
+			return false
+		}
+	}
+	if s.n == len(s.keys) {
+		return false
+	}
+	s.keys[s.n] = k
+	s.n++
+	return true
 }
 
 // parseEvaluateInto parses and validates an evaluate body; on success the

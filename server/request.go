@@ -23,28 +23,12 @@ func (e *RequestError) Error() string {
 	return e.Field + ": " + e.Rule
 }
 
-type evalSubject struct {
-	ID   string `json:"id"`
-	Type string `json:"type"`
-}
+type evalSubject struct{ ID, Type string }
 
-type evalSeat struct {
-	License string `json:"license"`
-}
+type evalSeat struct{ License string }
 
-type evalEntitlement struct {
-	AssetID string `json:"asset_id"`
-	Type    string `json:"type"`
-}
+type evalEntitlement struct{ AssetID, Type string }
 
-type evalBody struct {
-	TenantID    string           `json:"tenant_id"`
-	AppID       string           `json:"app_id"`
-	Subject     *evalSubject     `json:"subject"`
-	Seat        *evalSeat        `json:"seat"`
-	Entitlement *evalEntitlement `json:"entitlement"`
-	At          string           `json:"at"`
-}
 
 // ParseEvaluate parses and validates one evaluate body (DESIGN §4). The
 // returned request does not refer to body.
@@ -55,24 +39,74 @@ func ParseEvaluate(body []byte) (decision.Request, error) {
 }
 
 func parseEvaluateSlow(body []byte, prefix, tenant string, r *decision.Request) error {
-	var b evalBody
-	if err := unmarshal(body, &b, prefix); err != nil {
+	f, err := readEvaluate(body, prefix)
+	if err != nil {
 		return err
 	}
-	f := fastBody{tenantID: b.TenantID, appID: b.AppID, at: b.At}
 	if f.tenantID == "" {
 		f.tenantID = tenant
 	}
-	if b.Subject != nil {
-		f.hasSubject, f.subject = true, *b.Subject
-	}
-	if b.Seat != nil {
-		f.hasSeat, f.seat = true, *b.Seat
-	}
-	if b.Entitlement != nil {
-		f.hasEnt, f.ent = true, *b.Entitlement
-	}
 	return f.request(prefix, r)
+}
+
+// readEvaluate decodes an evaluate body with exact keys (strictReader).
+func readEvaluate(body []byte, prefix string) (fastBody, error) {
+	var f fastBody
+	if len(bytes.TrimSpace(body)) == 0 {
+		return f, &RequestError{whole(prefix), "must be a JSON object, got nothing"}
+	}
+	r := newStrictReader(body, prefix)
+	present, err := r.object("", func(key, field string) (bool, error) {
+		switch key {
+		case "tenant_id":
+			return true, r.str(field, &f.tenantID)
+		case "app_id":
+			return true, r.str(field, &f.appID)
+		case "at":
+			return true, r.str(field, &f.at)
+		case "subject":
+			var err error
+			f.hasSubject, err = r.object(field, func(key, field string) (bool, error) {
+				switch key {
+				case "id":
+					return true, r.str(field, &f.subject.ID)
+				case "type":
+					return true, r.str(field, &f.subject.Type)
+				}
+				return false, nil
+			})
+			return true, err
+		case "seat":
+			var err error
+			f.hasSeat, err = r.object(field, func(key, field string) (bool, error) {
+				if key == "license" {
+					return true, r.str(field, &f.seat.License)
+				}
+				return false, nil
+			})
+			return true, err
+		case "entitlement":
+			var err error
+			f.hasEnt, err = r.object(field, func(key, field string) (bool, error) {
+				switch key {
+				case "asset_id":
+					return true, r.str(field, &f.ent.AssetID)
+				case "type":
+					return true, r.str(field, &f.ent.Type)
+				}
+				return false, nil
+			})
+			return true, err
+		}
+		return false, nil
+	})
+	if err == nil && !present {
+		err = &RequestError{whole(prefix), "must be a JSON object, got JSON null"}
+	}
+	if err == nil {
+		err = r.end()
+	}
+	return f, err
 }
 
 // request validates the decoded body into r; field names in errors get
@@ -137,34 +171,6 @@ func join(errs []error) error {
 	return errors.Join(errs...)
 }
 
-// unmarshal decodes a JSON object, reporting type errors by field.
-func unmarshal(body []byte, v any, prefix string) error {
-	if len(bytes.TrimSpace(body)) == 0 {
-		return &RequestError{whole(prefix), "must be a JSON object, got nothing"}
-	}
-	err := json.Unmarshal(body, v)
-	if err == nil {
-		return nil
-	}
-	var te *json.UnmarshalTypeError
-	if errors.As(err, &te) {
-		if te.Field == "" {
-			return &RequestError{whole(prefix), "must be a JSON object, got JSON " + te.Value}
-		}
-		want := "a string"
-		switch te.Type.Kind().String() {
-		case "ptr", "struct":
-			want = "an object"
-		case "slice":
-			want = "an array"
-		case "bool":
-			want = "true or false"
-		}
-		return &RequestError{prefix + te.Field, "must be " + want + ", got JSON " + te.Value}
-	}
-	return &RequestError{whole(prefix), "not valid JSON: " + err.Error()}
-}
-
 // whole names the whole body ("body") or the whole batch slot ("checks[3]").
 func whole(prefix string) string {
 	if prefix == "" {
@@ -173,35 +179,69 @@ func whole(prefix string) string {
 	return strings.TrimSuffix(prefix, ".")
 }
 
-type batchBody struct {
-	Checks *[]json.RawMessage `json:"checks"`
-}
-
-type compatBody struct {
-	OrgID       string `json:"orgId"`
-	SeatName    string `json:"seatName"`
-	SubjectID   string `json:"subjectId"`
-	SubjectType string `json:"subjectType"`
+// readBatch decodes a batch body's checks with exact keys.
+func readBatch(body []byte) ([][]byte, error) {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil, &RequestError{"body", "must be a JSON object, got nothing"}
+	}
+	r := newStrictReader(body, "")
+	var checks [][]byte
+	var hasChecks bool
+	present, err := r.object("", func(key, field string) (bool, error) {
+		if key != "checks" {
+			return false, nil
+		}
+		var err error
+		checks = [][]byte{}
+		hasChecks, err = r.array(field, func(raw json.RawMessage) { checks = append(checks, raw) })
+		return true, err
+	})
+	switch {
+	case err != nil:
+		return nil, err
+	case !present:
+		return nil, &RequestError{"body", "must be a JSON object, got JSON null"}
+	case !hasChecks:
+		return nil, &RequestError{"checks", "is required"}
+	}
+	return checks, r.end()
 }
 
 // ParseCompat parses the DataRobot-compatible seat evaluate body.
 func ParseCompat(body []byte) (decision.Request, error) {
-	var b compatBody
-	if err := unmarshal(body, &b, ""); err != nil {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return decision.Request{}, &RequestError{"body", "must be a JSON object, got nothing"}
+	}
+	var orgID, seatName, subjectID, subjectType string
+	r := newStrictReader(body, "")
+	present, err := r.object("", func(key, field string) (bool, error) {
+		dst := map[string]*string{"orgId": &orgID, "seatName": &seatName, "subjectId": &subjectID, "subjectType": &subjectType}[key]
+		if dst == nil {
+			return false, nil
+		}
+		return true, r.str(field, dst)
+	})
+	if err == nil && !present {
+		err = &RequestError{"body", "must be a JSON object, got JSON null"}
+	}
+	if err == nil {
+		err = r.end()
+	}
+	if err != nil {
 		return decision.Request{}, err
 	}
 	var errs []error
-	for _, f := range []struct{ name, v string }{{"orgId", b.OrgID}, {"seatName", b.SeatName}, {"subjectId", b.SubjectID}, {"subjectType", b.SubjectType}} {
+	for _, f := range []struct{ name, v string }{{"orgId", orgID}, {"seatName", seatName}, {"subjectId", subjectID}, {"subjectType", subjectType}} {
 		if f.v == "" {
 			errs = append(errs, &RequestError{f.name, "is required"})
 		}
 	}
-	if b.SubjectType != "" && b.SubjectType != "user" {
-		errs = append(errs, &RequestError{"subjectType", fmt.Sprintf("must be user, got %q", b.SubjectType)})
+	if subjectType != "" && subjectType != "user" {
+		errs = append(errs, &RequestError{"subjectType", fmt.Sprintf("must be user, got %q", subjectType)})
 	}
 	if len(errs) > 0 {
 		return decision.Request{}, join(errs)
 	}
-	return decision.Request{TenantID: b.OrgID, Subject: decision.Principal{Type: decision.Person, ID: b.SubjectID},
-		Check: decision.CheckSeat, License: b.SeatName}, nil
+	return decision.Request{TenantID: orgID, Subject: decision.Principal{Type: decision.Person, ID: subjectID},
+		Check: decision.CheckSeat, License: seatName}, nil
 }

@@ -209,7 +209,9 @@ func (s *Server) Handle(ctx *fasthttp.RequestCtx) {
 			writeError(ctx, fasthttp.StatusNotFound, "not_found", "no metrics registry configured")
 		}
 	default:
-		if s.cfg.Authorizer != nil && (string(path) == "/ext_authz" || bytes.HasPrefix(path, []byte("/ext_authz/"))) {
+		// Either the normalized or the raw path may name the ext_authz
+		// front; extAuthz reads the raw one and refuses what only one names.
+		if s.cfg.Authorizer != nil && (isExtAuthz(path) || isExtAuthz(ctx.Request.Header.RequestURI())) {
 			s.extAuthz(ctx)
 			return
 		}
@@ -251,12 +253,22 @@ func scope(id auth.Identity, r *decision.Request, prefix string) error {
 	return nil
 }
 
+func isExtAuthz(path []byte) bool {
+	rest, ok := bytes.CutPrefix(path, []byte("/ext_authz"))
+	return ok && (len(rest) == 0 || rest[0] == '/' || rest[0] == '?')
+}
+
 // extAuthz answers Envoy's HTTP ext_authz service: the proxied request
 // arrives as METHOD /ext_authz/<original path> with its headers.
 func (s *Server) extAuthz(ctx *fasthttp.RequestCtx) {
-	orig := string(ctx.Path()[len("/ext_authz"):])
-	if orig == "" {
-		orig = "/"
+	// The raw request target, not ctx.Path(): fasthttp has already decoded
+	// and normalized that, and the gRPC front sees Envoy's raw :path.
+	orig, ok := strings.CutPrefix(string(ctx.Request.Header.RequestURI()), "/ext_authz")
+	switch {
+	case !ok || orig != "" && orig[0] != '/' && orig[0] != '?':
+		orig = "" // a target that only normalizes to /ext_authz/…: refused below
+	case orig == "" || orig[0] == '?':
+		orig = "/" + orig
 	}
 	res := s.cfg.Authorizer.Check(ctx, decision.APIExtAuthzHTTP, authz.Request{
 		Method: string(ctx.Method()), Path: orig, Authorization: string(ctx.Request.Header.Peek("Authorization")),
@@ -278,6 +290,8 @@ func (s *Server) extAuthz(ctx *fasthttp.RequestCtx) {
 	case authz.Unauthenticated:
 		ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="usher"`)
 		writeError(ctx, fasthttp.StatusUnauthorized, "unauthenticated", res.Message)
+	case authz.Invalid:
+		writeError(ctx, fasthttp.StatusBadRequest, res.Reason, res.Message)
 	default:
 		writeError(ctx, fasthttp.StatusServiceUnavailable, "unavailable", res.Message)
 	}
@@ -371,18 +385,10 @@ func (s *Server) batch(ctx *fasthttp.RequestCtx) {
 	}
 	checks, ok := batchChecks(ctx.PostBody())
 	if !ok {
-		var b batchBody
-		if err := unmarshal(ctx.PostBody(), &b, ""); err != nil {
+		var err error
+		if checks, err = readBatch(ctx.PostBody()); err != nil {
 			writeError(ctx, fasthttp.StatusBadRequest, "invalid_request", message(err))
 			return
-		}
-		if b.Checks == nil {
-			writeError(ctx, fasthttp.StatusBadRequest, "invalid_request", "checks: is required")
-			return
-		}
-		checks = make([][]byte, len(*b.Checks))
-		for i, c := range *b.Checks {
-			checks[i] = c
 		}
 	}
 	if len(checks) > MaxBatchChecks {
@@ -439,11 +445,15 @@ func batchChecks(body []byte) ([][]byte, bool) {
 	}
 	var checks [][]byte
 	seen := false
+	var keys keySet
 	ok := p.Object(func(key string) bool {
-		if key != "checks" {
-			return !strings.EqualFold(key, "checks") && p.Skip()
+		if !keys.add(key) {
+			return false
 		}
-		if seen || !p.Byte('[') {
+		if key != "checks" {
+			return p.Skip()
+		}
+		if !p.Byte('[') {
 			return false
 		}
 		seen, checks = true, [][]byte{}

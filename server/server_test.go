@@ -249,15 +249,45 @@ func TestBatch(t *testing.T) {
 	if status != 200 || len(got["results"].([]any)) != 0 {
 		t.Errorf("empty batch = %d %v, want 200 with no results", status, got)
 	}
-	// Keys as encoding/json reads them: any case, others ignored, the last of a repeated key.
-	for _, body := range []string{
-		`{"Checks": [{"tenant_id": "acme", "subject": {"id": "u1"}, "seat": {"license": "editor"}}]}`,
-		`{"note": {"x": [1, "\u00e9"]}, "checks": [{"tenant_id": "acme", "subject": {"id": "u1"}, "seat": {"license": "editor"}}]}`,
-		`{"checks": [], "checks": [{"tenant_id": "acme", "subject": {"id": "u1"}, "seat": {"license": "editor"}}]}`,
+	// Keys match exactly: another spelling is an unknown key, ignored; a
+	// repeated key is refused, so no gateway reads another batch than Usher.
+	for _, tc := range []struct{ body, want string }{
+		{`{"note": {"x": [1, "\u00e9"]}, "checks": [{"tenant_id": "acme", "subject": {"id": "u1"}, "seat": {"license": "editor"}}]}`, ""},
+		{`{"\u0063hecks": [{"tenant_id": "acme", "subject": {"id": "u1"}, "seat": {"license": "editor"}}]}`, ""}, // an escape spells the same key
+		{`{"Checks": [{"tenant_id": "acme", "subject": {"id": "u1"}, "seat": {"license": "editor"}}]}`, "checks: is required"},
+		{`{"checks": [], "checks": [{"tenant_id": "acme", "subject": {"id": "u1"}, "seat": {"license": "editor"}}]}`, "checks: appears twice in one object"},
+		{`{"x": 1, "x": 2, "checks": []}`, "x: appears twice in one object"},
 	} {
-		status, _, got = f.do(t, "POST", "/v1/evaluate/batch", body)
-		if rs, _ := got["results"].([]any); status != 200 || len(rs) != 1 || rs[0].(map[string]any)["reason"] != "seat_assigned" {
-			t.Errorf("batch %s = %d %v, want one seat_assigned", body, status, got)
+		status, _, got = f.do(t, "POST", "/v1/evaluate/batch", tc.body)
+		if tc.want == "" {
+			if rs, _ := got["results"].([]any); status != 200 || len(rs) != 1 || rs[0].(map[string]any)["reason"] != "seat_assigned" {
+				t.Errorf("batch %s = %d %v, want one seat_assigned", tc.body, status, got)
+			}
+			continue
+		}
+		if msg, _ := got["error"].(map[string]any)["message"].(string); status != 400 || !strings.Contains(msg, tc.want) {
+			t.Errorf("batch %s = %d %v, want 400 saying %q", tc.body, status, got, tc.want)
+		}
+	}
+}
+
+// A gateway that checks the exact keys must see the request Usher answers:
+// another spelling never overrides a key, a repeated key is refused.
+func TestExactKeys(t *testing.T) {
+	f := start(t, true, 0)
+	for _, tc := range []struct{ path, body, want string }{
+		{"/v1/evaluate", `{"tenant_id": "acme", "Tenant_Id": "globex", "subject": {"id": "u1"}, "seat": {"license": "editor"}}`, `"grant":{"id":"a01"`},
+		{"/v1/evaluate", `{"tenant_id": "globex", "TENANT_ID": "acme", "subject": {"id": "u1"}, "seat": {"license": "editor"}}`, `"grant":{"id":"g01"`},
+		{"/v1/evaluate", `{"tenant_id": "acme", "subject": {"id": "u1"}, "ſeat": {"license": "editor"}}`, `seat: exactly one of seat and entitlement is required`},
+		{"/v1/evaluate", `{"tenant_id": "acme", "subject": {"id": "u1"}, "seat": {"license": "editor"}, "tenant_id": "globex"}`, `tenant_id: appears twice in one object`},
+		{"/v1/evaluate", `{"tenant_id": "acme", "subject": {"id": "u1", "id": "u2"}, "seat": {"license": "editor"}}`, `subject.id: appears twice in one object`},
+		{"/v1/evaluate", `{"tenant_id": "acme", "subject": {"id": "u1", "ID": "u2"}, "seat": {"license": "editor"}}`, `"reason":"seat_assigned"`},
+		{"/api/v2/seatLicenseAllocations/evaluate/", `{"orgId": "acme", "ORGID": "globex", "seatName": "editor", "subjectId": "u1", "subjectType": "user"}`, `"orgId":"acme"`},
+		{"/api/v2/seatLicenseAllocations/evaluate/", `{"orgId": "acme", "orgId": "globex", "seatName": "editor", "subjectId": "u1", "subjectType": "user"}`, `orgId: appears twice in one object`},
+	} {
+		status, _, got := f.do(t, "POST", tc.path, tc.body)
+		if raw, _ := json.Marshal(got); !strings.Contains(string(raw), tc.want) {
+			t.Errorf("POST %s %s = %d %s, want it to contain %s", tc.path, tc.body, status, raw, tc.want)
 		}
 	}
 }

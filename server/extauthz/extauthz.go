@@ -81,6 +81,9 @@ func Response(r authz.Result) *authv3.CheckResponse {
 		code, httpCode = codes.Unauthenticated, typev3.StatusCode_Unauthorized
 		hs = append(hs, header("www-authenticate", `Bearer realm="usher"`))
 		body = errorBody("unauthenticated", r.Message)
+	case authz.Invalid:
+		code, httpCode = codes.InvalidArgument, typev3.StatusCode_BadRequest
+		body = errorBody(r.Reason, r.Message)
 	default:
 		code, httpCode = codes.Unavailable, typev3.StatusCode_ServiceUnavailable
 		body = errorBody("unavailable", r.Message)

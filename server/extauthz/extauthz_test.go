@@ -1,6 +1,7 @@
 package extauthz_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/valyala/fasthttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -157,20 +159,30 @@ func (f *fixture) viaGRPC(t *testing.T, method, path, authorization string) answ
 			t.Fatalf("denied body %q: %v", d.GetBody(), err)
 		}
 		a.reason = body.Reason + body.Error.Code
-		if want := map[codes.Code]int{codes.PermissionDenied: 403, codes.Unauthenticated: 401}[codes.Code(resp.GetStatus().GetCode())]; want != a.status {
+		if want := map[codes.Code]int{codes.PermissionDenied: 403, codes.Unauthenticated: 401, codes.InvalidArgument: 400}[codes.Code(resp.GetStatus().GetCode())]; want != a.status {
 			t.Errorf("gRPC code %v with HTTP status %d", codes.Code(resp.GetStatus().GetCode()), a.status)
 		}
 	}
 	return a
 }
 
+// viaHTTP sends the request line as written (no client cleans or
+// escapes the path), as Envoy's HTTP ext_authz service does.
 func (f *fixture) viaHTTP(t *testing.T, method, path, authorization string) answer {
 	t.Helper()
-	req, _ := http.NewRequest(method, f.http+"/ext_authz"+path, nil)
-	if authorization != "" {
-		req.Header.Set("Authorization", authorization)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(f.http, "http://"))
+	if err != nil {
+		t.Fatal(err)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	defer conn.Close()
+	head := method + " /ext_authz" + path + " HTTP/1.1\r\nHost: usher\r\nConnection: close\r\n"
+	if authorization != "" {
+		head += "Authorization: " + authorization + "\r\n"
+	}
+	if _, err := io.WriteString(conn, head+"\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), &http.Request{Method: method})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -253,6 +265,101 @@ func TestChecks(t *testing.T) {
 	if err != nil || hr.GetStatus() != healthpb.HealthCheckResponse_SERVING {
 		t.Errorf("gRPC health = %v, %v; want SERVING", hr.GetStatus(), err)
 	}
+}
+
+// Both fronts read the path the same way: once decoded, refused (400
+// invalid_path) when it is not canonical, so no dot segment, doubled
+// slash, fragment or double encoding moves a request to another route or
+// asset than the upstream will serve.
+func TestPathsAlikeOnBothFronts(t *testing.T) {
+	f := setup(t)
+	u1 := "Bearer " + testjwt.Sign(t, f.key, nil) // an editor seat, admin on doc1, nothing on B
+	for _, tc := range []struct {
+		method, path string
+		status       int
+		reason       string
+	}{
+		{"PUT", "/editor/../docs/B/settings", 400, "invalid_path"},
+		{"PUT", "/editor/%2e%2e/docs/B/settings", 400, "invalid_path"},
+		{"PUT", "/editor/%2E%2E%2Fdocs/B/settings", 400, "invalid_path"},
+		{"PUT", "/editor/..%2Fdocs/B/settings", 400, "invalid_path"},
+		{"GET", "/docs/B/../doc1", 400, "invalid_path"},
+		{"GET", "/editor/./x", 400, "invalid_path"},
+		{"GET", "//editor/x", 400, "invalid_path"},
+		{"GET", "/docs//doc1", 400, "invalid_path"},
+		{"GET", "/docs/doc1#f", 400, "invalid_path"},
+		{"GET", "/docs/doc%5C1", 400, "invalid_path"},
+		{"GET", "/docs/%zz", 400, "invalid_path"},
+		{"GET", "/docs/%2564oc1", 403, "not_entitled"}, // asset "%64oc1": decoded once, not twice
+		{"GET", "/docs/%64oc1", 200, "allowed"},        // asset "doc1"
+		{"GET", "/docs/doc1?next=/../x", 200, "allowed"},
+		{"PUT", "/docs/B/settings", 403, "not_entitled"},
+		{"GET", "/editor/x", 200, "allowed"},
+	} {
+		g, h := f.viaGRPC(t, tc.method, tc.path, u1), f.viaHTTP(t, tc.method, tc.path, u1)
+		for front, a := range map[string]answer{"grpc": g, "http": h} {
+			if a.status != tc.status || a.reason != tc.reason {
+				t.Errorf("%s %s %s = %d %s, want %d %s", front, tc.method, tc.path, a.status, a.reason, tc.status, tc.reason)
+			}
+		}
+	}
+	// A target that only fasthttp's normalization makes an ext_authz one.
+	for _, p := range []string{"/x/../ext_authz/editor/x", "/ext_authz/../ext_authz/editor/x"} {
+		conn, err := net.Dial("tcp", strings.TrimPrefix(f.http, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(conn, "GET "+p+" HTTP/1.1\r\nHost: usher\r\nConnection: close\r\nAuthorization: "+u1+"\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != 400 {
+			t.Errorf("GET %s = %d, want 400", p, resp.StatusCode)
+		}
+		conn.Close()
+	}
+}
+
+// FuzzFrontsAgree: for any path a request line can carry, the gRPC and the
+// HTTP ext_authz fronts give the same status and reason.
+func FuzzFrontsAgree(f *testing.F) {
+	fx := setup(f)
+	valid := "Bearer " + testjwt.Sign(f, fx.key, nil)
+	for _, p := range []string{"/docs/doc1", "/editor/../docs/B", "/docs/%2541", "//editor/x", "/docs/doc1#f", "/editor/%2E%2E%2F", "/docs/doc1?a=b", "/"} {
+		f.Add("GET", p)
+	}
+	hs, err := server.New(server.Config{Engine: fx.engine, Authorizer: fx.authz, Verifier: fx.verifier})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, method, path string) {
+		if method == "" || !strings.HasPrefix(path, "/") || strings.ContainsFunc(method+path, func(r rune) bool { return r <= ' ' || r >= 0x7f }) {
+			return // not something a request line carries
+		}
+		g := extauthz.Response(fx.authz.Check(context.Background(), decision.APIExtAuthzGRPC, authz.Request{Method: method, Path: path, Authorization: valid}))
+		var req fasthttp.Request
+		req.Header.SetMethod(method)
+		req.SetRequestURI("/ext_authz" + path)
+		req.Header.Set("Authorization", valid)
+		var ctx fasthttp.RequestCtx
+		ctx.Init(&req, nil, nil)
+		hs.Handle(&ctx)
+		httpStatus := ctx.Response.StatusCode()
+		grpcStatus := 200
+		if d := g.GetDeniedResponse(); d != nil {
+			grpcStatus = int(d.GetStatus().GetCode())
+		}
+		var body struct {
+			Reason string                `json:"reason"`
+			Error  struct{ Code string } `json:"error"`
+		}
+		json.Unmarshal(ctx.Response.Body(), &body)
+		grpcReason, httpReason := g.GetStatus().GetMessage(), body.Reason+body.Error.Code
+		if httpStatus != grpcStatus || grpcStatus != 200 && grpcReason != httpReason {
+			t.Fatalf("%s %q: gRPC front %d %s, HTTP front %d %s", method, path, grpcStatus, grpcReason, httpStatus, ctx.Response.Body())
+		}
+	})
 }
 
 func TestEvaluateAuth(t *testing.T) {
