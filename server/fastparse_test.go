@@ -109,7 +109,7 @@ func TestParseEvaluateFast(t *testing.T) {
 		{`{"seat": null, "entitlement": null, "tenant_id": null}`, true},
 		{`{}`, true},
 		{`{"Tenant_ID": "globex", "tenant_id": "acme"}`, true}, // another spelling is an unknown key
-		{`{"ſeat": {"license": "x"}}`, false}, // not ASCII: the strict reader decides
+		{`{"ſeat": {"license": "x"}}`, false},                  // not ASCII: the strict reader decides
 		{`{"tenant_id": "a\"b"}`, false},
 		{`{"subject": {"ID": "u1"}}`, true},
 		{`{"tenant_id": 7}`, false},
