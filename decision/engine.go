@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/dgraph-io/ristretto/v2"
 )
@@ -107,9 +108,14 @@ var (
 
 // Config configures an Engine.
 type Config struct {
-	// CacheEntries is the decision cache's capacity in entries; 0 means
-	// the default of 1,000,000 and a negative value disables the cache.
+	// CacheEntries is how many entries the decision cache is sized for
+	// (its admission counters and front table); 0 means the default of
+	// 1,000,000 and a negative value disables the cache.
 	CacheEntries int64
+	// CacheMaxBytes bounds the memory the cache's entries hold, in bytes;
+	// 0 means the default of 256 MiB. The front table of recent entries
+	// adds at most 32,768 entries (at most ~50 MB with the longest ids).
+	CacheMaxBytes int64
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Metrics receives decision and cache metrics; nil records none.
@@ -129,6 +135,16 @@ type cacheEntry struct {
 	outcome   Outcome
 	grant     Grant
 	license   string
+}
+
+// DefaultCacheMaxBytes is CacheMaxBytes's default.
+const DefaultCacheMaxBytes = 256 << 20
+
+// entryCost is the memory an entry holds, for the cache's byte bound: its
+// own key, the entry, and ristretto's bookkeeping for it. Its other
+// strings point into the snapshot.
+func entryCost(c *cacheEntry) int64 {
+	return int64(len(c.key)) + int64(unsafe.Sizeof(cacheEntry{})) + 96
 }
 
 type policyBox struct{ p Policy }
@@ -167,9 +183,13 @@ func NewEngine(cfg Config) (*Engine, error) {
 		if n == 0 {
 			n = 1_000_000
 		}
+		maxBytes := cfg.CacheMaxBytes
+		if maxBytes <= 0 {
+			maxBytes = DefaultCacheMaxBytes
+		}
 		c, err := ristretto.NewCache(&ristretto.Config[uint64, *cacheEntry]{
 			NumCounters:        10 * n,
-			MaxCost:            n,
+			MaxCost:            maxBytes,
 			BufferItems:        64,
 			IgnoreInternalCost: true,
 		})
@@ -322,7 +342,7 @@ func (e *Engine) Decide(api API, req *Request) (Decision, error) {
 	if e.cache != nil {
 		c := &cacheEntry{key: string(key), tenantRev: trev, policyRev: pol.Revision(), win: win, outcome: o, grant: g, license: lic}
 		c.seen.Store(snap.id)
-		e.cache.Set(h, c, 1)
+		e.cache.Set(h, c, entryCost(c))
 		e.front[h&uint64(len(e.front)-1)].Store(c)
 	}
 	e.observe(api, req, d, start)

@@ -5,6 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"runtime"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -242,5 +245,97 @@ func TestCacheHitAllocs(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Errorf("cache hit allocates %v times per decision, want 0", allocs)
+	}
+}
+
+// Times of every year from 0001 to 9999 order correctly (Unix nanoseconds
+// wrap outside 1678–2262), and an "at" of the Unix epoch is that moment,
+// not "now".
+func TestTimesAcrossTheYears(t *testing.T) {
+	doc := mustDocument(t, []byte(`{"licenses": [
+	  {"id": "never", "tenant_id": "t", "name": "never", "expires_at": "9999-12-31T23:59:59Z"},
+	  {"id": "later", "tenant_id": "t", "name": "later", "valid_from": "2262-04-12T00:00:00Z"},
+	  {"id": "old", "tenant_id": "t", "name": "old", "valid_from": "0001-01-01T00:00:00Z", "expires_at": "1600-01-01T00:00:00Z"}],
+	 "assignments": [
+	  {"id": "a1", "tenant_id": "t", "license_id": "never", "assignee_id": "u"},
+	  {"id": "a2", "tenant_id": "t", "license_id": "later", "assignee_id": "u"},
+	  {"id": "a3", "tenant_id": "t", "license_id": "old", "assignee_id": "u", "expires_at": "2026-09-30T00:00:00Z"},
+	  {"id": "a4", "tenant_id": "t", "license_id": "never", "assignee_id": "bob", "expires_at": "2026-09-30T00:00:00Z"}]}`))
+	e := newEngine(t, decision.Config{CacheEntries: -1}, doc)
+	for _, c := range []struct{ who, license, at, want string }{
+		{"u", "never", "", "seat_assigned"},
+		{"u", "never", "9999-12-31T23:59:58Z", "seat_assigned"},
+		{"u", "never", "9999-12-31T23:59:59Z", "license_expired"},
+		{"u", "later", "", "license_not_yet_valid"},
+		{"u", "later", "2262-04-11T23:59:59.999999Z", "license_not_yet_valid"},
+		{"u", "later", "2300-01-01T00:00:00Z", "seat_assigned"},
+		{"u", "old", "1500-06-01T00:00:00Z", "seat_assigned"},
+		{"u", "old", "", "license_expired"},
+		{"bob", "never", "2300-01-01T00:00:00Z", "assignment_expired"},
+		{"bob", "never", "1970-01-01T00:00:00Z", "seat_assigned"},
+		{"bob", "never", "", "assignment_expired"}, // now: after 2026-09-30
+	} {
+		req := decision.Request{TenantID: "t", Subject: decision.Principal{ID: c.who}, Check: decision.CheckSeat, License: c.license}
+		if c.at != "" {
+			req.At = mustInstant(t, c.at)
+		}
+		d, err := e.Decide(decision.APIEvaluate, &req)
+		if err != nil || d.Reason.String() != c.want {
+			t.Errorf("Decide(%s %s at %q) = %v, %v; want %s", c.who, c.license, c.at, d.Reason, err, c.want)
+		}
+	}
+}
+
+func TestParseInstant(t *testing.T) {
+	for _, c := range []struct{ in, want, err string }{
+		{"2026-12-01T10:00:00Z", "2026-12-01T10:00:00Z", ""},
+		{"2026-12-01t10:00:00z", "2026-12-01T10:00:00Z", ""},
+		{"0001-01-01T00:00:00Z", "0001-01-01T00:00:00Z", ""},
+		{"9999-12-31T23:59:59.999999Z", "9999-12-31T23:59:59.999999Z", ""},
+		{"1970-01-01T00:00:00Z", "1970-01-01T00:00:00Z", ""},
+		{"2026-12-01T10:00:00.123456789+02:00", "2026-12-01T08:00:00.123456Z", ""},
+		{"2016-12-31T23:59:60Z", "", "without a leap second"},
+		{"0001-01-01T00:00:00+01:00", "", "in the years 0001 to 9999"},
+		{"10000-01-01T00:00:00Z", "", "must be an RFC 3339 time"},
+		{"yesterday", "", "must be an RFC 3339 time"},
+	} {
+		got, err := decision.ParseInstant(c.in)
+		if c.err != "" {
+			if err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("ParseInstant(%q) = %v, %v; want an error saying %q", c.in, got, err, c.err)
+			}
+			continue
+		}
+		if err != nil || string(got.AppendJSON(nil)) != `"`+c.want+`"` {
+			t.Errorf("ParseInstant(%q) = %s, %v; want %s", c.in, got.AppendJSON(nil), err, c.want)
+		}
+	}
+	if long := strings.Repeat("x", 100_000); len(decision.Quote(long)) > 100 {
+		t.Errorf("Quote of 100 KB is %d bytes long, want it cut", len(decision.Quote(long)))
+	}
+}
+
+// The cache holds at most CacheMaxBytes of entries whatever the ids: a
+// flood of unique, long subject ids leaves the heap flat.
+func TestCacheBoundedInBytes(t *testing.T) {
+	doc := mustDocument(t, []byte(`{"licenses": [{"id": "l", "tenant_id": "t", "name": "l"}]}`))
+	e := newEngine(t, decision.Config{CacheEntries: 1000, CacheMaxBytes: 1 << 20}, doc)
+	heap := func() uint64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	before := heap()
+	pad := strings.Repeat("x", 240)
+	for i := range 100_000 {
+		req := decision.Request{TenantID: "t", Subject: decision.Principal{ID: pad + strconv.Itoa(i)}, Check: decision.CheckSeat, License: "l"}
+		if _, err := e.Decide(decision.APIEvaluate, &req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// 100,000 entries of ~500 bytes would be ~50 MB.
+	if grew := int64(heap()) - int64(before); grew > 8<<20 {
+		t.Errorf("heap grew %d MiB over 100,000 unique 250-byte ids with a 1 MiB cache, want under 8 MiB", grew>>20)
 	}
 }

@@ -10,9 +10,9 @@ import (
 	"github.com/usher-authz/usher/internal/jsonw"
 )
 
-// maxIDLen bounds every id and reference so keys stay small in Redis and
-// in the cache.
-const maxIDLen = 256
+// MaxIDLen bounds every id and reference, in the state and in requests,
+// so keys stay small in Redis and in the decision cache.
+const MaxIDLen = 256
 
 type licenseWire struct {
 	ID             string  `json:"id"`
@@ -141,7 +141,7 @@ func (c *checker) err() error { return errors.Join(c.errs...) }
 
 // plainID reports whether a required id passes id_ without a complaint.
 func plainID(v string) bool {
-	if v == "" || len(v) > maxIDLen {
+	if v == "" || len(v) > MaxIDLen {
 		return false
 	}
 	for i := 0; i < len(v); i++ {
@@ -156,8 +156,8 @@ func (c *checker) id_(field, v string, required bool) {
 	switch {
 	case v == "" && required:
 		c.fail(field, "is required")
-	case len(v) > maxIDLen:
-		c.fail(field, fmt.Sprintf("must be at most %d bytes", maxIDLen))
+	case len(v) > MaxIDLen:
+		c.fail(field, fmt.Sprintf("must be at most %d bytes", MaxIDLen))
 	default:
 		for i := 0; i < len(v); i++ {
 			if v[i] < 0x20 || v[i] == 0x7f {
@@ -201,14 +201,14 @@ func (c *checker) status(v string, allowed ...Status) Status {
 		}
 		names += s.String()
 	}
-	c.fail("status", fmt.Sprintf("must be one of %s, got %q", names, v))
+	c.fail("status", fmt.Sprintf("must be one of %s, got %s", names, Quote(v)))
 	return StatusActive
 }
 
 func (c *checker) principal(field, v string) PrincipalType {
 	p, ok := ParsePrincipalType(v)
 	if !ok {
-		c.fail(field, fmt.Sprintf("must be person or group (user means person), got %q", v))
+		c.fail(field, fmt.Sprintf("must be person or group (user means person), got %s", Quote(v)))
 	}
 	return p
 }
@@ -284,7 +284,7 @@ func (w *licenseWire) record() (*License, error) {
 	case "floating":
 		l.Type = Floating
 	default:
-		c.fail("type", fmt.Sprintf("must be one of named|floating, got %q", w.Type))
+		c.fail("type", fmt.Sprintf("must be one of named|floating, got %s", Quote(w.Type)))
 	}
 	l.Status = c.status(w.Status, StatusActive, StatusSuspended, StatusRevoked)
 	if w.LeaseDurationS < 0 {
@@ -336,7 +336,7 @@ func (w *assignmentWire) record() (*Assignment, error) {
 	case "denied":
 		a.Reservation = Denied
 	default:
-		c.fail("reservation", fmt.Sprintf("must be one of reserved|dynamic|denied, got %q", w.Reservation))
+		c.fail("reservation", fmt.Sprintf("must be one of reserved|dynamic|denied, got %s", Quote(w.Reservation)))
 	}
 	a.Status = c.status(w.Status, StatusActive, StatusSuspended, StatusRevoked)
 	a.AssignedAt = c.time("assigned_at", w.AssignedAt)
@@ -385,7 +385,7 @@ func (w *entitlementWire) record() (*Entitlement, error) {
 	case "inherited":
 		e.GrantSource = SourceInherited
 	default:
-		c.fail("grant_source", fmt.Sprintf("must be one of provisioned|inherited|direct, got %q", w.GrantSource))
+		c.fail("grant_source", fmt.Sprintf("must be one of provisioned|inherited|direct, got %s", Quote(w.GrantSource)))
 	}
 	e.Status = c.status(w.Status, StatusActive, StatusPendingApproval, StatusSuspended, StatusRevoked)
 	e.GrantedAt = c.time("granted_at", w.GrantedAt)

@@ -117,6 +117,15 @@ func (b *fastBody) request(prefix string, out *decision.Request) error {
 	if b.tenantID == "" {
 		fail("tenant_id", "is required")
 	}
+	// Ids get the bound ids in the state have: no request makes the
+	// decision cache hold more than a small key.
+	for _, id := range [...]struct{ field, v string }{{"tenant_id", b.tenantID}, {"app_id", b.appID},
+		{"subject.id", b.subject.ID}, {"subject.type", b.subject.Type}, {"seat.license", b.seat.License},
+		{"entitlement.asset_id", b.ent.AssetID}, {"entitlement.type", b.ent.Type}, {"at", b.at}} {
+		if len(id.v) > decision.MaxIDLen {
+			fail(id.field, fmt.Sprintf("must be at most %d bytes, got %d", decision.MaxIDLen, len(id.v)))
+		}
+	}
 	if !b.hasSubject {
 		fail("subject", "is required")
 	} else {
@@ -125,7 +134,7 @@ func (b *fastBody) request(prefix string, out *decision.Request) error {
 		}
 		pt, ok := decision.ParsePrincipalType(b.subject.Type)
 		if !ok {
-			fail("subject.type", fmt.Sprintf("must be person or group (user means person), got %q", b.subject.Type))
+			fail("subject.type", "must be person or group (user means person), got "+decision.Quote(b.subject.Type))
 		}
 		r.Subject = decision.Principal{Type: pt, ID: b.subject.ID}
 	}
@@ -231,12 +240,15 @@ func ParseCompat(body []byte) (decision.Request, error) {
 	}
 	var errs []error
 	for _, f := range []struct{ name, v string }{{"orgId", orgID}, {"seatName", seatName}, {"subjectId", subjectID}, {"subjectType", subjectType}} {
-		if f.v == "" {
+		switch {
+		case f.v == "":
 			errs = append(errs, &RequestError{f.name, "is required"})
+		case len(f.v) > decision.MaxIDLen:
+			errs = append(errs, &RequestError{f.name, fmt.Sprintf("must be at most %d bytes, got %d", decision.MaxIDLen, len(f.v))})
 		}
 	}
-	if subjectType != "" && subjectType != "user" {
-		errs = append(errs, &RequestError{"subjectType", fmt.Sprintf("must be user, got %q", subjectType)})
+	if subjectType != "" && subjectType != "user" && len(subjectType) <= decision.MaxIDLen {
+		errs = append(errs, &RequestError{"subjectType", "must be user, got " + decision.Quote(subjectType)})
 	}
 	if len(errs) > 0 {
 		return decision.Request{}, join(errs)

@@ -192,7 +192,7 @@ func stop(cmd *exec.Cmd) {
 }
 
 func usherBody(r *decision.Request) []byte {
-	at := time.Unix(0, int64(r.At)).UTC().Format(time.RFC3339)
+	at := r.At.Time().Format(time.RFC3339)
 	if r.Check == decision.CheckSeat {
 		return fmt.Appendf(nil, `{"tenant_id":%q,"subject":{"id":%q,"type":%q},"seat":{"license":%q},"at":%q}`,
 			r.TenantID, r.Subject.ID, r.Subject.Type.String(), r.License, at)

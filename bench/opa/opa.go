@@ -23,14 +23,8 @@ const Query = "data.usher.peer.decision"
 
 func key(t decision.PrincipalType, id string) string { return t.String() + ":" + id }
 
-func seconds(i decision.Instant) int64 {
-	// Truncate toward -inf so boundaries keep their order at second granularity.
-	s := int64(i) / 1e9
-	if int64(i)%1e9 < 0 {
-		s--
-	}
-	return s
-}
+// seconds is i in Unix seconds, rounded down so boundaries keep their order.
+func seconds(i decision.Instant) int64 { return i.Time().Unix() }
 
 func times(m map[string]any, from, until decision.Instant) {
 	if from.Set() {

@@ -234,7 +234,7 @@ type serveFlags struct {
 	decisionLog, debugAddr                          string
 	decisionLogSample                               float64
 	maxBody                                         int
-	cacheEntries                                    int64
+	cacheEntries, cacheMaxBytes                     int64
 	drain, maxStaleness, snapshotInterval           time.Duration
 	syncVerify                                      time.Duration
 }
@@ -263,7 +263,8 @@ func serve(args []string, stderr io.Writer) error {
 	fs.StringVar(&f.policyDir, "policy-dir", "", "directory of .rego policies, hot-reloaded (default: the embedded rego/)")
 	fs.StringVar(&f.httpAddr, "http-addr", server.DefaultAddr, "HTTP listen address")
 	fs.IntVar(&f.maxBody, "max-body-bytes", server.DefaultMaxBodyBytes, "largest accepted request body, in bytes")
-	fs.Int64Var(&f.cacheEntries, "cache-entries", 1_000_000, "decision cache capacity in entries; -1 disables the cache")
+	fs.Int64Var(&f.cacheEntries, "cache-entries", 1_000_000, "decision cache entries to size for; -1 disables the cache")
+	fs.Int64Var(&f.cacheMaxBytes, "cache-max-bytes", decision.DefaultCacheMaxBytes, "most memory the decision cache's entries hold, in bytes")
 	fs.DurationVar(&f.drain, "shutdown-timeout", 10*time.Second, "how long in-flight requests may take to finish after SIGTERM")
 	fs.DurationVar(&f.shutdownDelay, "shutdown-delay", 0, "after SIGTERM, keep serving (not ready, closing connections) this long before the listeners close, so load balancers notice")
 	fs.StringVar(&f.decisionLog, "decision-log", "", "write a JSON line per sampled decision to this file (- for stdout); never blocks a decision")
@@ -284,6 +285,9 @@ func serve(args []string, stderr io.Writer) error {
 	redis.SetLogger(redisLog{log})
 	if f.cacheEntries == 0 {
 		return usagef("cache-entries: must be positive, or -1 to disable the cache")
+	}
+	if f.cacheMaxBytes <= 0 {
+		return usagef("cache-max-bytes: must be positive")
 	}
 
 	reg := prometheus.NewRegistry()
@@ -315,7 +319,7 @@ func serve(args []string, stderr io.Writer) error {
 	}
 	var engine *decision.Engine
 	metrics := decision.NewMetrics(reg, func() time.Time { return engine.FreshAt() })
-	engine, err = decision.NewEngine(decision.Config{CacheEntries: f.cacheEntries, Metrics: metrics, Log: dlog})
+	engine, err = decision.NewEngine(decision.Config{CacheEntries: f.cacheEntries, CacheMaxBytes: f.cacheMaxBytes, Metrics: metrics, Log: dlog})
 	if err != nil {
 		return err
 	}
