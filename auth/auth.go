@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -167,9 +168,22 @@ func (v *Verifier) reload(ctx context.Context, force bool) error {
 	if err := json.Unmarshal(raw, &set); err != nil {
 		return fmt.Errorf("jwks %s: not a JSON Web Key Set: %w", v.cfg.JWKS, err)
 	}
+	// What go-jose does not keep: a key's permitted operations.
+	var ops struct {
+		Keys []struct {
+			KeyOps []string `json:"key_ops"`
+		} `json:"keys"`
+	}
+	json.Unmarshal(raw, &ops)
 	pub := jose.JSONWebKeySet{}
-	for _, k := range set.Keys {
+	for i, k := range set.Keys {
 		if !k.Valid() {
+			continue
+		}
+		// A key for encryption, or whose key_ops leave out verify, never
+		// verifies a signature (RFC 7517 §4.2, §4.3).
+		if k.Use != "" && k.Use != "sig" || i < len(ops.Keys) && ops.Keys[i].KeyOps != nil && !slices.Contains(ops.Keys[i].KeyOps, "verify") {
+			v.cfg.Logger.Debug("jwks key not for verifying signatures; left out", "kid", k.KeyID, "use", k.Use)
 			continue
 		}
 		if !k.IsPublic() {
@@ -291,16 +305,27 @@ func (v *Verifier) verifyClaims(ctx context.Context, token string, now time.Time
 	if len(keys) == 0 {
 		return Identity{}, time.Time{}, fail("no key in the key set matches kid %q", h.KeyID)
 	}
-	var std jwt.Claims
-	var all map[string]any
+	var payload json.RawMessage
 	var verr error
 	for _, k := range keys {
-		if verr = tok.Claims(k.Key, &std, &all); verr == nil {
+		if verr = tok.Claims(k.Key, &payload); verr == nil {
 			break
 		}
 	}
 	if verr != nil {
 		return Identity{}, time.Time{}, fail("bad signature")
+	}
+	// The signature holds; now the claims, each type error named.
+	var all map[string]any
+	if json.Unmarshal(payload, &all) != nil || all == nil {
+		return Identity{}, time.Time{}, fail("the claims are not a JSON object")
+	}
+	if err := claimTypes(all); err != nil {
+		return Identity{}, time.Time{}, err
+	}
+	var std jwt.Claims
+	if err := json.Unmarshal(payload, &std); err != nil {
+		return Identity{}, time.Time{}, fail("claims: %v", err)
 	}
 	exp := jwt.Expected{Issuer: v.cfg.Issuer, Time: now}
 	if v.cfg.Audience != "" {
@@ -355,6 +380,52 @@ func (v *Verifier) verifyClaims(ctx context.Context, token string, now time.Time
 		return Identity{}, time.Time{}, fail("token lacks the tenant claim %q", v.cfg.TenantClaim)
 	}
 	return id, std.Expiry.Time(), nil
+}
+
+// claimTypes checks the registered claims' JSON types (RFC 7519 §4.1).
+func claimTypes(all map[string]any) error {
+	for _, name := range []string{"exp", "nbf", "iat"} {
+		if v, ok := all[name]; ok {
+			if _, num := v.(float64); !num {
+				return fail("claim %q must be a number (seconds since the epoch), got %s", name, jsonType(v))
+			}
+		}
+	}
+	for _, name := range []string{"iss", "sub", "jti"} {
+		if v, ok := all[name]; ok {
+			if _, str := v.(string); !str {
+				return fail("claim %q must be a string, got %s", name, jsonType(v))
+			}
+		}
+	}
+	switch a := all["aud"].(type) {
+	case nil, string:
+	case []any:
+		for _, e := range a {
+			if _, str := e.(string); !str {
+				return fail("claim \"aud\" must be a string or an array of strings, got an array holding %s", jsonType(e))
+			}
+		}
+	default:
+		return fail("claim \"aud\" must be a string or an array of strings, got %s", jsonType(a))
+	}
+	return nil
+}
+
+func jsonType(v any) string {
+	switch v.(type) {
+	case nil:
+		return "null"
+	case string:
+		return "a string"
+	case float64:
+		return "a number"
+	case bool:
+		return "a boolean"
+	case []any:
+		return "an array"
+	}
+	return "an object"
 }
 
 // candidates returns the keys a token header may be verified with.

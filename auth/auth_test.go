@@ -2,6 +2,7 @@ package auth_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -66,6 +67,12 @@ func TestVerify(t *testing.T) {
 		{"no tenant", testjwt.Sign(t, good, map[string]any{"tenant_id": nil}), `lacks the tenant claim "tenant_id"`},
 		{"no subject", testjwt.Sign(t, good, map[string]any{"sub": nil}), `lacks the subject claim "sub"`},
 		{"tenant not a string", testjwt.Sign(t, good, map[string]any{"tenant_id": 7}), `claim "tenant_id" must be a string`},
+		{"exp a string", testjwt.Sign(t, good, map[string]any{"exp": "tomorrow"}), `claim "exp" must be a number (seconds since the epoch), got a string`},
+		{"nbf an object", testjwt.Sign(t, good, map[string]any{"nbf": map[string]any{}}), `claim "nbf" must be a number`},
+		{"aud a number", testjwt.Sign(t, good, map[string]any{"aud": 5}), `claim "aud" must be a string or an array of strings, got a number`},
+		{"aud holding a number", testjwt.Sign(t, good, map[string]any{"aud": []any{"usher", 5}}), `claim "aud" must be a string or an array of strings, got an array holding a number`},
+		{"sub a number", testjwt.Sign(t, good, map[string]any{"sub": 5}), `claim "sub" must be a string, got a number`},
+		{"iss a boolean", testjwt.Sign(t, good, map[string]any{"iss": true}), `claim "iss" must be a string, got a boolean`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			id, err := v.Verify(ctx, tc.token)
@@ -144,5 +151,34 @@ func TestCachedTokenStillExpires(t *testing.T) {
 	now = now.Add(12 * time.Second)
 	if _, err := v.Verify(context.Background(), tok); err == nil || !strings.Contains(err.Error(), "expired") {
 		t.Errorf("Verify of a remembered token after exp = %v, want expired", err)
+	}
+}
+
+// Keys meant for encryption, or whose key_ops leave out verify, never
+// verify a signature.
+func TestJWKSKeysNotForVerifying(t *testing.T) {
+	enc, ops, sig := testjwt.RSA(t, "enc"), testjwt.RSA(t, "ops"), testjwt.RSA(t, "sig")
+	var set map[string][]map[string]any
+	if err := json.Unmarshal(testjwt.JWKS(enc, ops, sig), &set); err != nil {
+		t.Fatal(err)
+	}
+	set["keys"][0]["use"] = "enc"
+	set["keys"][1]["key_ops"] = []string{"encrypt", "wrapKey"}
+	delete(set["keys"][1], "use")
+	b, _ := json.Marshal(set)
+	v := verifier(t, writeFile(t, b))
+	ctx := context.Background()
+	for _, k := range []testjwt.Key{enc, ops} {
+		if id, err := v.Verify(ctx, testjwt.Sign(t, k, nil)); err == nil || !strings.Contains(err.Error(), "no key in the key set matches") {
+			t.Errorf("token signed by the %s key: %+v, %v; want refused", k.Kid, id, err)
+		}
+	}
+	if _, err := v.Verify(ctx, testjwt.Sign(t, sig, nil)); err != nil {
+		t.Errorf("token signed by the signing key: %v", err)
+	}
+	set["keys"] = set["keys"][:2]
+	b, _ = json.Marshal(set)
+	if _, err := auth.NewVerifier(ctx, auth.Config{JWKS: writeFile(t, b)}); err == nil || !strings.Contains(err.Error(), "no usable public keys") {
+		t.Errorf("a key set of encryption keys only: %v, want no usable public keys", err)
 	}
 }

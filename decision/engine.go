@@ -447,6 +447,33 @@ func decideSeat(t *Tenant, pol Policy, req *Request, at Instant) (Outcome, Grant
 	return best, g, bestC.license.ID, win
 }
 
+// Evaluate answers req from snap and the current policy without the
+// cache, metrics or decision log: for reads that ask many questions to
+// build one answer (the compatible allocation's subjects). A zero At is now.
+func (e *Engine) Evaluate(snap *Snapshot, req *Request) (Outcome, error) {
+	box := e.pol.Load()
+	switch {
+	case snap == nil:
+		return Outcome{}, ErrNoState
+	case box == nil:
+		return Outcome{}, ErrNoPolicy
+	}
+	at := req.At
+	if at == 0 || at == NoTime {
+		at = InstantOf(e.now())
+	}
+	t := snap.Tenant(req.TenantID)
+	switch req.Check {
+	case CheckSeat:
+		o, _, _, _ := decideSeat(t, box.p, req, at)
+		return o, nil
+	case CheckEntitlement:
+		o, _, _ := decideEntitlement(t, box.p, req, at)
+		return o, nil
+	}
+	return Outcome{}, fmt.Errorf("unknown check %d", req.Check)
+}
+
 // better prefers an allow, then the denial that got furthest through the
 // rules, when a license name matches several licenses.
 func better(o, than Outcome) bool {

@@ -304,9 +304,9 @@ func (t *Tenant) entFacts(asset, typ string, implying []string, s Principal, sco
 // it belongs to, directly or through nesting.
 func (t *Tenant) eachHolder(s Principal, scan func(p *principal, viaGroup bool)) {
 	if si := t.lookup(s); si >= 0 {
-		p := &t.prins[si]
-		scan(p, false)
-		for _, g := range t.groupsOf(p) {
+		scan(&t.prins[si], false)
+		var buf [smallClosure]int32
+		for _, g := range t.groupsOf(si, buf[:0]) {
 			scan(&t.prins[g], true)
 		}
 	}

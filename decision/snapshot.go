@@ -24,9 +24,9 @@ type Principal struct {
 type principal struct {
 	id  string
 	typ PrincipalType
-	// memberOf[g0:g1]: every group the principal belongs to directly or
-	// through nesting, in id order; seatIdx[s0:s1] its assignments by
-	// license, then id; entIdx[e0:e1] its entitlements by asset, then id.
+	// parents[g0:g1]: the groups the principal is a direct member of;
+	// seatIdx[s0:s1] its assignments by license, then id; entIdx[e0:e1]
+	// its entitlements by asset, then id.
 	g0, g1, s0, s1, e0, e1 uint32
 }
 
@@ -84,7 +84,7 @@ type Tenant struct {
 	persons  map[string]int32
 	groups   map[string]int32
 	prins    []principal
-	memberOf []int32
+	parents  []int32
 	seatIdx  []int32
 	entIdx   []int32
 	licSeats []int32 // live seats by license, then id
@@ -452,55 +452,96 @@ func buildTenant(in *interner, id string, d *Document, rev uint64) *Tenant {
 		t.grants[i] = newGrant(e, in.copy(e.ID), t.refIdx[e.AssetID], t.refIdx[e.Type], t.refIdx[e.AppID], p)
 	}
 
-	// parents: principal index -> groups it is a direct member of.
-	parents := make(map[int32][]int32)
+	// Direct memberships only, as ranges of one array (a counting sort):
+	// linear in the memberships whatever the nesting. The groups a
+	// principal belongs to through nesting are walked when a check asks
+	// (groupsOf); materializing them for everyone is quadratic in a chain
+	// or a cycle of groups.
+	for _, g := range t.Groups {
+		for _, m := range g.Members {
+			t.prins[t.principal(Principal{m.Type, m.ID}, in)].g1++
+		}
+	}
+	n := uint32(0)
+	for i := range t.prins {
+		pr := &t.prins[i]
+		pr.g0, pr.g1, n = n, n, n+pr.g1
+	}
+	t.parents = make([]int32, n)
 	for _, g := range t.Groups {
 		gi := t.groups[g.ID]
 		for _, m := range g.Members {
-			p := t.principal(Principal{m.Type, m.ID}, in)
-			parents[p] = append(parents[p], gi)
+			pr := &t.prins[t.principal(Principal{m.Type, m.ID}, in)]
+			t.parents[pr.g1] = gi
+			pr.g1++
 		}
-	}
-	closure := make([][]int32, len(t.prins))
-	var queue []int32
-	seen := make(map[int32]bool)
-	memberN := 0
-	for p, direct := range parents {
-		clear(seen)
-		queue = append(queue[:0], direct...)
-		var all []int32
-		for len(queue) > 0 {
-			g := queue[len(queue)-1]
-			queue = queue[:len(queue)-1]
-			if seen[g] {
-				continue
-			}
-			seen[g] = true
-			if g != p { // a group in a cycle does not belong to itself
-				all = append(all, g)
-			}
-			queue = append(queue, parents[g]...)
-		}
-		slices.SortFunc(all, func(a, b int32) int { return strings.Compare(t.prins[a].id, t.prins[b].id) })
-		closure[p] = all
-		memberN += len(all)
-	}
-
-	// One backing array per index; each principal holds ranges of them.
-	t.memberOf = make([]int32, 0, memberN)
-	for i := range t.prins {
-		pr := &t.prins[i]
-		pr.g0 = uint32(len(t.memberOf))
-		t.memberOf = append(t.memberOf, closure[i]...)
-		pr.g1 = uint32(len(t.memberOf))
 	}
 	t.indexSeats()
 	t.indexGrants()
 	return t
 }
 
-// groupsOf returns the groups p belongs to, directly or through nesting.
-func (t *Tenant) groupsOf(p *principal) []int32 { return t.memberOf[p.g0:p.g1] }
+// groupsOf appends to out the groups principal p belongs to, directly or
+// through nesting, in id order; a group in a cycle does not belong to
+// itself. It walks the direct memberships breadth first, out doubling as
+// the queue: while it is small (as in any sane state) the visited check
+// is a scan of out and nothing is allocated; past smallClosure groups a
+// bitmap takes over, so a chain or cycle of N groups costs O(N) a walk.
+func (t *Tenant) groupsOf(p int32, out []int32) []int32 {
+	start := len(out)
+	var seen []uint64
+	visit := func(g int32) bool {
+		if g == p {
+			return false
+		}
+		if seen != nil {
+			if seen[g>>6]&(1<<(g&63)) != 0 {
+				return false
+			}
+			seen[g>>6] |= 1 << (g & 63)
+			return true
+		}
+		if slices.Contains(out[start:], g) {
+			return false
+		}
+		if len(out)-start == smallClosure {
+			seen = make([]uint64, (len(t.prins)+63)/64)
+			for _, q := range out[start:] {
+				seen[q>>6] |= 1 << (q & 63)
+			}
+			seen[g>>6] |= 1 << (g & 63)
+		}
+		return true
+	}
+	pr := &t.prins[p]
+	for _, g := range t.parents[pr.g0:pr.g1] {
+		if visit(g) {
+			out = append(out, g)
+		}
+	}
+	for i := start; i < len(out); i++ {
+		q := &t.prins[out[i]]
+		for _, g := range t.parents[q.g0:q.g1] {
+			if visit(g) {
+				out = append(out, g)
+			}
+		}
+	}
+	found := out[start:]
+	if len(found) <= 16 {
+		for i := 1; i < len(found); i++ { // insertion sort: no allocation
+			for j := i; j > 0 && t.prins[found[j]].id < t.prins[found[j-1]].id; j-- {
+				found[j], found[j-1] = found[j-1], found[j]
+			}
+		}
+	} else {
+		slices.SortFunc(found, func(a, b int32) int { return strings.Compare(t.prins[a].id, t.prins[b].id) })
+	}
+	return out
+}
+
+// smallClosure is how many groups a walk tracks without a bitmap.
+const smallClosure = 64
 
 // index is the id -> prins map of a principal type.
 func (t *Tenant) index(typ PrincipalType) map[string]int32 {
@@ -563,7 +604,7 @@ func (t *Tenant) Memberships() map[Principal][]string {
 	out := make(map[Principal][]string)
 	add := func(m map[string]int32, typ PrincipalType) {
 		for id, i := range m {
-			if gs := t.groupsOf(&t.prins[i]); len(gs) > 0 {
+			if gs := t.groupsOf(i, nil); len(gs) > 0 {
 				ids := make([]string, len(gs))
 				for j, g := range gs {
 					ids[j] = t.prins[g].id

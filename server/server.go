@@ -28,9 +28,10 @@ import (
 
 // Defaults of Config.
 const (
-	DefaultAddr         = "127.0.0.1:8700"
-	DefaultMaxBodyBytes = 1 << 20
-	MaxBatchChecks      = 1000
+	DefaultAddr           = "127.0.0.1:8700"
+	DefaultMaxBodyBytes   = 1 << 20
+	DefaultMaxHeaderBytes = 32 << 10
+	MaxBatchChecks        = 1000
 )
 
 // Info is what the process knows beyond the engine, for /v1/status.
@@ -52,6 +53,12 @@ type Config struct {
 	Addr string
 	// MaxBodyBytes bounds request bodies; default 1 MiB. Larger bodies get 413.
 	MaxBodyBytes int
+	// ReadTimeout bounds reading one request; default 30s. A request that
+	// does not arrive in time gets 408.
+	ReadTimeout time.Duration
+	// MaxHeaderBytes bounds the request line and headers together; default
+	// 32 KiB (tokens with group claims are often 4–8 KB). Larger get 431.
+	MaxHeaderBytes int
 	// Engine answers the checks. Required.
 	Engine *decision.Engine
 	// Gatherer serves /metrics; nil serves 404 there.
@@ -89,6 +96,9 @@ func (c Config) Validate() error {
 	if c.MaxBodyBytes < 0 {
 		errs = append(errs, errors.New("max-body-bytes: must not be negative"))
 	}
+	if c.MaxHeaderBytes < 0 || c.MaxHeaderBytes > 0 && c.MaxHeaderBytes < 4096 {
+		errs = append(errs, fmt.Errorf("max-header-bytes: must be at least 4096, got %d", c.MaxHeaderBytes))
+	}
 	if c.Addr != "" {
 		if _, _, err := net.SplitHostPort(c.Addr); err != nil {
 			errs = append(errs, fmt.Errorf("http-addr: %w", err))
@@ -117,6 +127,12 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxBodyBytes == 0 {
 		cfg.MaxBodyBytes = DefaultMaxBodyBytes
 	}
+	if cfg.MaxHeaderBytes == 0 {
+		cfg.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if cfg.ReadTimeout == 0 {
+		cfg.ReadTimeout = 30 * time.Second
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -128,7 +144,8 @@ func New(cfg Config) (*Server, error) {
 		Handler:                      s.Handle,
 		Name:                         "usher",
 		MaxRequestBodySize:           cfg.MaxBodyBytes,
-		ReadTimeout:                  30 * time.Second,
+		ReadBufferSize:               cfg.MaxHeaderBytes,
+		ReadTimeout:                  cfg.ReadTimeout,
 		WriteTimeout:                 30 * time.Second,
 		IdleTimeout:                  2 * time.Minute,
 		NoDefaultDate:                true,
@@ -309,12 +326,22 @@ func (s *Server) method(ctx *fasthttp.RequestCtx, want string) bool {
 }
 
 func (s *Server) transportError(ctx *fasthttp.RequestCtx, err error) {
-	if errors.Is(err, fasthttp.ErrBodyTooLarge) {
+	// fasthttp's own messages quote the raw request (headers, tokens and
+	// all): none of it is echoed.
+	var small *fasthttp.ErrSmallBuffer
+	var netErr net.Error
+	switch {
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
 		writeError(ctx, fasthttp.StatusRequestEntityTooLarge, "body_too_large",
 			"request body exceeds the limit of "+strconv.Itoa(s.cfg.MaxBodyBytes)+" bytes")
-		return
+	case errors.As(err, &small) || errors.Is(err, fasthttp.ErrSmallReadBuffer):
+		writeError(ctx, fasthttp.StatusRequestHeaderFieldsTooLarge, "headers_too_large",
+			"request line and headers exceed the limit of "+strconv.Itoa(s.cfg.MaxHeaderBytes)+" bytes")
+	case errors.As(err, &netErr) && netErr.Timeout():
+		writeError(ctx, fasthttp.StatusRequestTimeout, "request_timeout", "the request did not arrive in time")
+	default:
+		writeError(ctx, fasthttp.StatusBadRequest, "invalid_request", "malformed HTTP request")
 	}
-	writeError(ctx, fasthttp.StatusBadRequest, "invalid_request", "malformed HTTP request: "+err.Error())
 }
 
 // tooOld reports the state's age and whether it is past MaxStaleness.
@@ -640,7 +667,14 @@ func (s *Server) compat(ctx *fasthttp.RequestCtx) {
 			fmt.Sprintf("no seat license %q in org %q", req.License, req.TenantID))
 		return
 	}
-	writeJSON(ctx, fasthttp.StatusOK, appendAllocation(nil, d.Allowed, t, lic, time.Now()))
+	// The allocation's subjects are the assigned persons the seat rules
+	// allow now (not those denied through a group, say).
+	holds := func(person string) bool {
+		o, err := s.cfg.Engine.Evaluate(snap, &decision.Request{TenantID: req.TenantID, AppID: req.AppID,
+			Subject: decision.Principal{Type: decision.Person, ID: person}, Check: decision.CheckSeat, License: lic.ID})
+		return err == nil && o.Allowed
+	}
+	writeJSON(ctx, fasthttp.StatusOK, appendAllocation(nil, d.Allowed, t, lic, time.Now(), holds))
 }
 
 // AllocationID derives the stable allocation id of a tenant's license as a
@@ -664,13 +698,17 @@ func AllocationID(tenant, license string) string {
 }
 
 // appendAllocation builds the DataRobot seat license allocation from the
-// license and its person assignments that hold a seat at now.
-func appendAllocation(b []byte, allowed bool, t *decision.Tenant, l *decision.License, now time.Time) []byte {
+// license and its person assignments in effect at now whose person holds
+// a seat (holds).
+func appendAllocation(b []byte, allowed bool, t *decision.Tenant, l *decision.License, now time.Time, holds func(person string) bool) []byte {
 	at := decision.InstantOf(now)
 	var holders []*decision.Assignment
+	seen := map[string]bool{}
 	for _, a := range t.LicenseAssignments(l.ID) {
 		if a.AssigneeType == decision.Person && a.Reservation != decision.Denied && a.Status == decision.StatusActive &&
-			(!a.ValidFrom.Set() || a.ValidFrom <= at) && (!a.ExpiresAt.Set() || at < a.ExpiresAt) {
+			(!a.ValidFrom.Set() || a.ValidFrom <= at) && (!a.ExpiresAt.Set() || at < a.ExpiresAt) &&
+			!seen[a.AssigneeID] && holds(a.AssigneeID) {
+			seen[a.AssigneeID] = true
 			holders = append(holders, a)
 		}
 	}

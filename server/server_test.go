@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -9,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -31,6 +33,12 @@ type fixture struct {
 // start serves on a loopback port; withState false leaves the engine
 // without a snapshot.
 func start(t *testing.T, withState bool, maxBody int) *fixture {
+	t.Helper()
+	return startWith(t, withState, func(c *server.Config) { c.MaxBodyBytes = maxBody })
+}
+
+// startWith is start with the server's configuration set by set.
+func startWith(t *testing.T, withState bool, set func(*server.Config)) *fixture {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	var engine *decision.Engine
@@ -62,8 +70,10 @@ func start(t *testing.T, withState bool, maxBody int) *fixture {
 		}
 		engine.SetSnapshot(decision.NewSnapshot(doc, 42))
 	}
-	srv, err := server.New(server.Config{Engine: engine, Gatherer: reg, MaxBodyBytes: maxBody,
-		Info: func() server.Info { return server.Info{Source: "file", SyncState: "following"} }})
+	cfg := server.Config{Engine: engine, Gatherer: reg,
+		Info: func() server.Info { return server.Info{Source: "file", SyncState: "following"} }}
+	set(&cfg)
+	srv, err := server.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -317,7 +327,8 @@ func TestCompat(t *testing.T) {
 	}
 	status, _, got = f.do(t, "POST", "/api/v2/seatLicenseAllocations/evaluate/", `{"orgId": "acme", "seatName": "editor", "subjectId": "u1", "subjectType": "user"}`)
 	alloc = got["seatLicenseAllocation"].(map[string]any)
-	// Holders now: a01 u1, a04 u5, a11 u10, a13 u11, a14 u12 (person, active, in effect, not denied).
+	// Holders now: a01 u1, a11 u10, a13 u11, a14 u12 (person, active, in effect, not denied);
+	// u5's a04 is all that, but a group of u5 is denied the editor: u5 holds no seat.
 	var subjects []string
 	for _, s := range alloc["subjects"].([]any) {
 		m := s.(map[string]any)
@@ -329,7 +340,7 @@ func TestCompat(t *testing.T) {
 	if status != 200 || got["allowed"] != true || alloc["limit"] != 50.0 || alloc["currentAllocation"] != float64(len(subjects)) {
 		t.Errorf("compat editor = %d %v", status, got)
 	}
-	if diff := cmp.Diff([]string{"u1", "u5", "u10", "u11", "u12"}, subjects); diff != "" {
+	if diff := cmp.Diff([]string{"u1", "u10", "u11", "u12"}, subjects); diff != "" {
 		t.Errorf("subjects mismatch (-want +got):\n%s", diff)
 	}
 }
@@ -388,4 +399,52 @@ func FuzzParseEvaluate(f *testing.F) {
 			t.Errorf("ParseEvaluate(%q) accepted an incomplete request %+v", b, r)
 		}
 	})
+}
+
+// rawHTTP sends a request as written and returns the status line and body.
+func rawHTTP(t *testing.T, base, req string) (int, string) {
+	t.Helper()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := io.WriteString(conn, req); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// Tokens with group claims make headers of several KB: accepted up to the
+// limit, 431 beyond it, 408 for a request that never finishes, and no
+// error message echoes what the client sent.
+func TestHeaderLimitsAndTransportErrors(t *testing.T) {
+	f := startWith(t, true, func(c *server.Config) { c.ReadTimeout = 300 * time.Millisecond })
+	body := `{"tenant_id": "acme", "subject": {"id": "u1"}, "seat": {"license": "editor"}}`
+	req := func(header string) string {
+		return "POST /v1/evaluate HTTP/1.1\r\nHost: usher\r\nConnection: close\r\nAuthorization: Bearer " + header +
+			"\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body
+	}
+	if status, b := rawHTTP(t, f.base, req(strings.Repeat("a", 20<<10))); status != 200 || !strings.Contains(b, "seat_assigned") {
+		t.Errorf("20 KB header = %d %s, want 200", status, b)
+	}
+	secret := strings.Repeat("s", 40<<10)
+	status, b := rawHTTP(t, f.base, req(secret))
+	if status != 431 || !strings.Contains(b, `"code":"headers_too_large"`) || strings.Contains(b, "sss") {
+		t.Errorf("40 KB header = %d %.300s, want 431 headers_too_large without the header", status, b)
+	}
+	status, b = rawHTTP(t, f.base, "GET /v1/status HTTP/1.1\r\nHost: usher\r\nAuthorization: Bearer top-secret\r\nBad Header\r\n\r\n")
+	if status != 400 || strings.Contains(b, "top-secret") {
+		t.Errorf("malformed request = %d %s, want 400 not echoing it", status, b)
+	}
+	status, b = rawHTTP(t, f.base, "POST /v1/evaluate HTTP/1.1\r\nHost: usher\r\nAuthorization: Bearer top-secret\r\n")
+	if status != 408 || strings.Contains(b, "top-secret") {
+		t.Errorf("a request that never finishes = %d %s, want 408", status, b)
+	}
 }

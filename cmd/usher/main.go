@@ -233,7 +233,7 @@ type serveFlags struct {
 	evaluateAuth                                    bool
 	decisionLog, debugAddr                          string
 	decisionLogSample                               float64
-	maxBody                                         int
+	maxBody, maxHeader                              int
 	cacheEntries, cacheMaxBytes                     int64
 	drain, maxStaleness, snapshotInterval           time.Duration
 	syncVerify                                      time.Duration
@@ -263,6 +263,7 @@ func serve(args []string, stderr io.Writer) error {
 	fs.StringVar(&f.policyDir, "policy-dir", "", "directory of .rego policies, hot-reloaded (default: the embedded rego/)")
 	fs.StringVar(&f.httpAddr, "http-addr", server.DefaultAddr, "HTTP listen address")
 	fs.IntVar(&f.maxBody, "max-body-bytes", server.DefaultMaxBodyBytes, "largest accepted request body, in bytes")
+	fs.IntVar(&f.maxHeader, "max-header-bytes", server.DefaultMaxHeaderBytes, "largest accepted request line and headers, in bytes (431 beyond)")
 	fs.Int64Var(&f.cacheEntries, "cache-entries", 1_000_000, "decision cache entries to size for; -1 disables the cache")
 	fs.Int64Var(&f.cacheMaxBytes, "cache-max-bytes", decision.DefaultCacheMaxBytes, "most memory the decision cache's entries hold, in bytes")
 	fs.DurationVar(&f.drain, "shutdown-timeout", 10*time.Second, "how long in-flight requests may take to finish after SIGTERM")
@@ -409,7 +410,7 @@ func serve(args []string, stderr io.Writer) error {
 		}
 	}
 	srv, err := server.New(server.Config{
-		Addr: f.httpAddr, MaxBodyBytes: f.maxBody, Engine: engine, Gatherer: reg, Logger: log, MaxStaleness: f.maxStaleness,
+		Addr: f.httpAddr, MaxBodyBytes: f.maxBody, MaxHeaderBytes: f.maxHeader, Engine: engine, Gatherer: reg, Logger: log, MaxStaleness: f.maxStaleness,
 		Authorizer: authorizer, Verifier: verifier, EvaluateAuth: f.evaluateAuth,
 		Info: func() server.Info {
 			info := server.Info{Source: source, SyncState: "static"}
