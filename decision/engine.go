@@ -113,8 +113,9 @@ type Config struct {
 	// 1,000,000 and a negative value disables the cache.
 	CacheEntries int64
 	// CacheMaxBytes bounds the memory the cache's entries hold, in bytes;
-	// 0 means the default of 256 MiB. The front table of recent entries
-	// adds at most 32,768 entries (at most ~50 MB with the longest ids).
+	// 0 means the default of 64 MiB. The front table of recent entries and
+	// the admission counters add a fixed ~20 MB at the default sizing, and
+	// the Go heap's headroom can put the process at 2-3x the live bytes.
 	CacheMaxBytes int64
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
@@ -138,13 +139,13 @@ type cacheEntry struct {
 }
 
 // DefaultCacheMaxBytes is CacheMaxBytes's default.
-const DefaultCacheMaxBytes = 256 << 20
+const DefaultCacheMaxBytes = 64 << 20
 
 // entryCost is the memory an entry holds, for the cache's byte bound: its
 // own key, the entry, and ristretto's bookkeeping for it. Its other
 // strings point into the snapshot.
 func entryCost(c *cacheEntry) int64 {
-	return int64(len(c.key)) + int64(unsafe.Sizeof(cacheEntry{})) + 96
+	return int64(len(c.key)) + int64(unsafe.Sizeof(cacheEntry{})) + 144
 }
 
 type policyBox struct{ p Policy }

@@ -182,3 +182,45 @@ func TestServeShutdownWritesTheSnapshotFile(t *testing.T) {
 		return st["ready"] == false && strings.Contains(why, "over the 1ms max-staleness; sync disconnected since")
 	})
 }
+
+// What an attacker or a careless client sends, against the demo state on
+// a real server: times far from now, the Unix epoch, huge ids, the
+// compatible allocation of a license whose group denial removes a holder.
+func TestServeHostileInputs(t *testing.T) {
+	p := startServe(t, nil)
+	bob := func(at string) string {
+		return `{"tenant_id": "acme", "subject": {"id": "bob"}, "seat": {"license": "editor"}, "at": "` + at + `"}`
+	}
+	for _, c := range []struct{ body, want string }{
+		{bob("2300-01-01T00:00:00Z"), "assignment_expired"},
+		{bob("9999-12-31T23:59:59Z"), "assignment_expired"},
+		{bob("1970-01-01T00:00:00Z"), "seat_assigned"}, // the epoch is a time, not "now"
+		{bob("0001-01-01T00:00:00Z"), "seat_assigned"},
+		{`{"tenant_id": "acme", "subject": {"id": "bob"}, "seat": {"license": "editor"}}`, "assignment_expired"},
+	} {
+		if got := p.evaluate(t, c.body); got["reason"] != c.want {
+			t.Errorf("evaluate %s = %v, want %s", c.body, got, c.want)
+		}
+	}
+	post := func(path, body string) (int, string) {
+		resp, err := http.Post(p.base+path, "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	huge := strings.Repeat("x", 1<<19)
+	if status, b := post("/v1/evaluate", `{"tenant_id": "acme", "subject": {"id": "`+huge+`"}, "seat": {"license": "editor"}}`); status != 400 ||
+		!strings.Contains(b, "subject.id: must be at most 256 bytes, got 524288") || len(b) > 1000 {
+		t.Errorf("a 512 KB subject id = %d %.300s, want 400 naming subject.id, briefly", status, b)
+	}
+	if status, b := post("/v1/evaluate", bob("2016-12-31T23:59:60Z")); status != 400 || !strings.Contains(b, "at: must be an RFC 3339 time without a leap second") {
+		t.Errorf("a leap second = %d %s, want 400", status, b)
+	}
+	status, b := post("/api/v2/seatLicenseAllocations/evaluate/", `{"orgId": "acme", "seatName": "editor", "subjectId": "frank", "subjectType": "user"}`)
+	if status != 200 || !strings.Contains(b, `"allowed":false`) || strings.Contains(b, `"subjectId":"frank"`) {
+		t.Errorf("compat for frank, whose group is denied = %d %s; want not allowed and not among the subjects", status, b)
+	}
+}
