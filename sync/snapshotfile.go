@@ -77,7 +77,7 @@ func (s *snapshotFile) offer(snap *decision.Snapshot, at position) {
 // run writes offered states until ctx ends, then writes the last one and
 // its confirmation.
 func (s *snapshotFile) run(ctx context.Context, confirmed func() *confirmation) {
-	tick := time.NewTicker(min(s.interval, time.Second))
+	tick := time.NewTicker(max(min(s.interval, time.Second), 10*time.Millisecond))
 	defer tick.Stop()
 	var next time.Time // no rewrite before this
 	flush := func(force bool) {
