@@ -407,8 +407,8 @@ func (f *RedisFollower) apply(ctx context.Context, streams []redis.XStream) erro
 	f.cur = snap
 	f.at.ID, f.at.Anchored = pos, true
 	f.at.EntriesAdded += int64(n)
+	f.events.Add(float64(n)) // counted before the position shows
 	f.publish(snap)
-	f.events.Add(float64(n))
 	if lastAt > 0 {
 		lag := time.Since(time.UnixMilli(lastAt))
 		f.lag.Store(int64(lag))

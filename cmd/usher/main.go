@@ -79,10 +79,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = eval(args[1:], stdout, stderr)
 	case "load", "put", "delete", "export":
 		err = write(args[0], args[1:], stdout, stderr)
-	case "version", "--version", "-version":
+	case "version", "--version", "-version", "-v":
 		fmt.Fprintln(stdout, versionString())
 		return 0
 	case "help", "-h", "--help":
+		if len(args) > 1 && args[1] != "help" { // usher help serve = usher serve -h
+			return run([]string{args[1], "-h"}, stdout, stderr)
+		}
 		fmt.Fprint(stdout, usage)
 		return 0
 	default:
@@ -94,6 +97,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case errors.Is(err, flag.ErrHelp):
 		return 0
+	case errors.As(err, new(flagError)):
+		return 2 // the flag package has printed it, with the usage
 	case errors.As(err, new(usageError)):
 		fmt.Fprintln(stderr, "usher:", err)
 		return 2
@@ -105,6 +110,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 // usageError is a mistake in the command line or configuration: exit 2.
 type usageError struct{ error }
+
+// flagError is a command line the flag package refused and reported.
+type flagError struct{ error }
 
 func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
 
@@ -142,7 +150,10 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	var configPath string
 	fs.StringVar(&configPath, "config", "", "optional config file (YAML or JSON) whose keys are these flags' names; flags and USHER_* variables win over it")
 	if err := fs.Parse(args); err != nil {
-		return err
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return flagError{err}
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })

@@ -368,6 +368,23 @@ func TestEvalAndVersion(t *testing.T) {
 	if code != 2 {
 		t.Errorf("unknown command exit = %d, want 2", code)
 	}
+	// A command line the flag package refuses: exit 2, the error said once.
+	for _, args := range [][]string{{"serve", "--bogus"}, {"serve", "--cache-entries", "abc"}, {"serve", "--http-addr"}, {"export", "--bogus"}} {
+		_, stderr, code := runUsher(t, args...)
+		first, _, _ := strings.Cut(stderr, "\n")
+		if code != 2 || strings.Count(stderr, first) != 1 || !strings.Contains(stderr, "Usage: usher") {
+			t.Errorf("usher %v: exit %d stderr %q, want 2 with the error once and the usage", args, code, stderr)
+		}
+	}
+	_, help, code := runUsher(t, "help", "serve")
+	if _, direct, _ := runUsher(t, "serve", "-h"); code != 0 || help != direct || !strings.Contains(help, "-sync-verify-interval") {
+		t.Errorf("usher help serve = %q (exit %d), want what usher serve -h prints", help, code)
+	}
+	for _, v := range []string{"-v", "--version"} {
+		if out, _, code := runUsher(t, v); code != 0 || !strings.HasPrefix(out, "usher ") {
+			t.Errorf("usher %s = %q, exit %d", v, out, code)
+		}
+	}
 }
 
 func TestServeFollowsRedis(t *testing.T) {
