@@ -401,10 +401,8 @@ func serve(args []string, stderr io.Writer) error {
 		if err != nil {
 			return usagef("%v", err)
 		}
-		if err := follower.Load(); err != nil {
-			return err
-		}
-		wg.Go(func() { follower.Run(ctx) })
+		// Loaded once the listeners are up (see below): a large file takes
+		// seconds, during which liveness must answer.
 	default:
 		snap, err := demoSnapshot()
 		if err != nil {
@@ -465,8 +463,17 @@ func serve(args []string, stderr io.Writer) error {
 		}
 		defer grpcLn.Close()
 	}
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
 	wg.Go(func() { errc <- srv.Serve(httpLn) })
+	if follower != nil {
+		wg.Go(func() {
+			if err := follower.Load(); err != nil {
+				errc <- err // a state file that cannot be served at start stops the process
+				return
+			}
+			follower.Run(ctx)
+		})
+	}
 	if debugLn != nil {
 		wg.Go(func() { errc <- debugServe(debugLn) })
 		log.Info("pprof serving", "debug", f.debugAddr+"/debug/pprof/")
@@ -481,7 +488,7 @@ func serve(args []string, stderr io.Writer) error {
 	var runErr error
 	select {
 	case runErr = <-errc:
-		log.Error("a listener failed; shutting down", "error", runErr)
+		log.Error("shutting down", "error", runErr)
 	case <-sig.Done():
 		log.Info("shutting down: readiness off, draining in-flight requests", "delay", f.shutdownDelay, "timeout", f.drain)
 		srv.Drain()

@@ -224,3 +224,48 @@ func TestServeHostileInputs(t *testing.T) {
 		t.Errorf("compat for frank, whose group is denied = %d %s; want not allowed and not among the subjects", status, b)
 	}
 }
+
+// With --state, the HTTP port answers before the state is loaded (a large
+// file takes seconds): live 200, ready 503 not_ready until it is in. The
+// state file is a named pipe here, so the load waits for the test.
+func TestServeFileListensBeforeTheLoad(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "state.json")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Skipf("no named pipes here: %v", err)
+	}
+	p := launchServe(t, nil, "--state", fifo)
+	eventually(t, "liveness while the state loads", func() bool {
+		resp, err := http.Get(p.base + "/health/live")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	resp, err := http.Get(p.base + "/health/ready")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 503 || !strings.Contains(string(b), `"status":"not_ready"`) || !strings.Contains(string(b), "no state snapshot loaded yet") {
+		t.Errorf("ready during the load = %d %s, want 503 not_ready", resp.StatusCode, b)
+	}
+	w, err := os.OpenFile(fifo, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.WriteString(stateV1)
+	w.Close()
+	eventually(t, "ready once loaded", func() bool {
+		resp, err := http.Get(p.base + "/health/ready")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	if got := p.evaluate(t, u1Editor); got["reason"] != "seat_assigned" {
+		t.Errorf("evaluate after the load = %v", got)
+	}
+}
