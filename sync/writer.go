@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -383,26 +384,36 @@ func (w *Writer) swap(ctx context.Context, tx *redis.Tx, tenants []string, docs 
 	return nil
 }
 
-// Export reads the whole state in one transaction, sorted by tenant and id.
+// Export reads the whole state in one transaction, sorted by tenant and
+// id; a record that breaks the state rules makes it fail (ExportValid
+// leaves such records out instead).
 func (w *Writer) Export(ctx context.Context) (*decision.Document, error) {
+	doc, bad, err := w.ExportValid(ctx)
+	if err == nil && len(bad) > 0 {
+		err = fmt.Errorf("export: Redis holds records that break the state rules: %w", errors.Join(bad...))
+	}
+	return doc, err
+}
+
+// ExportValid reads the whole state in one transaction, sorted by tenant
+// and id, leaving out the records that break the state rules, which it
+// returns, one error each, naming the key, field and rule.
+func (w *Writer) ExportValid(ctx context.Context) (*decision.Document, []error, error) {
 	tenants, err := w.c.SMembers(ctx, w.k.Tenants()).Result()
 	if err != nil {
-		return nil, fmt.Errorf("export: %w", err)
+		return nil, nil, fmt.Errorf("export: %w", err)
 	}
 	sort.Strings(tenants)
 	docs, bad, err := readTenants(ctx, w.c, w.k, tenants, true)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	if len(bad) > 0 {
-		return nil, fmt.Errorf("export: Redis holds records that break the state rules: %w", errors.Join(bad...))
-	}
+	slices.SortFunc(bad, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
 	whole := &decision.Document{}
 	for _, t := range tenants {
-		d := docs[t]
-		whole.Append(d)
+		whole.Append(docs[t])
 	}
-	return decision.NewSnapshot(whole, 0).Document(), nil
+	return decision.NewSnapshot(whole, 0).Document(), bad, nil
 }
 
 func records(d *decision.Document, kind decision.Kind) []any {

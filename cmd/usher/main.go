@@ -4,6 +4,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	_ "embed"
 	"errors"
@@ -16,6 +17,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"sort"
@@ -519,6 +521,29 @@ func serve(args []string, stderr io.Writer) error {
 	return runErr
 }
 
+// writeFileAtomic writes doc to a temporary file beside path and renames
+// it into place: a failure leaves path as it was.
+func writeFileAtomic(path string, doc *decision.Document) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	w := bufio.NewWriterSize(tmp, 1<<20)
+	if _, err := doc.WriteTo(w); err != nil {
+		tmp.Close()
+		return fmt.Errorf("export %s: nothing written: %w", path, err)
+	}
+	if err := w.Flush(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("export %s: nothing written: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("export %s: nothing written: %w", path, err)
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
 // debugServe serves the pprof handlers on their own listener, so profiles
 // never share the decision port.
 func debugServe(ln net.Listener) error {
@@ -607,9 +632,13 @@ func write(cmd string, args []string, stdout, stderr io.Writer) error {
 	redisURL := fs.String("redis-url", "", "Redis to write (required; redis://, rediss://, redis+cluster://, redis+sentinel://)")
 	namespace := fs.String("namespace", statesync.DefaultNamespace, "Redis key namespace")
 	maxLen := fs.Int64("stream-max-len", statesync.DefaultStreamMaxLen, "change events the stream keeps (approximately)")
-	replace := false
-	if cmd == "load" {
+	replace, strict, output := false, false, ""
+	switch cmd {
+	case "load":
 		fs.BoolVar(&replace, "replace", false, "make Redis hold exactly the file: tenants and records not in it are deleted")
+	case "export":
+		fs.BoolVar(&strict, "strict", false, "fail (exit 1, nothing written) when Redis holds a record that breaks the state rules, instead of leaving it out")
+		fs.StringVar(&output, "o", "", "write the document to this file (atomically: a failed export leaves an existing file as it was) instead of stdout")
 	}
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -665,13 +694,24 @@ func write(cmd string, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("delete: nothing written: %w", err)
 		}
 	case "export":
-		doc, err := w.Export(ctx)
+		doc, bad, err := w.ExportValid(ctx)
 		if err != nil {
 			return err
 		}
-		if _, err := doc.WriteTo(stdout); err != nil {
+		if len(bad) > 0 {
+			if strict {
+				return fmt.Errorf("export: nothing written: Redis holds %d records that break the state rules: %w", len(bad), errors.Join(bad...))
+			}
+			for _, e := range bad {
+				fmt.Fprintln(stderr, "usher: export: left out:", e)
+			}
+			fmt.Fprintf(stderr, "usher: export: %d invalid records left out (--strict makes this an error)\n", len(bad))
+		}
+		if output == "" {
+			_, err := doc.WriteTo(stdout)
 			return err
 		}
+		return writeFileAtomic(output, doc)
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -267,5 +268,54 @@ func TestServeFileListensBeforeTheLoad(t *testing.T) {
 	})
 	if got := p.evaluate(t, u1Editor); got["reason"] != "seat_assigned" {
 		t.Errorf("evaluate after the load = %v", got)
+	}
+}
+
+// Export of a namespace with an invalid record exports what is valid and
+// names what it left out; --strict refuses; -o never truncates a file on
+// failure.
+func TestExportLeavesOutInvalidRecords(t *testing.T) {
+	url, ns, w := redisNamespace(t, 0)
+	tenSeats(t, w)
+	c, err := statesync.NewClient(url, "usher-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.HSet(context.Background(), w.Keys().Records("t1", decision.KindAssignment), "bad",
+		`{"id": "bad", "tenant_id": "t1", "license_id": "lic_1", "assignee_id": "x", "status": "paused"}`).Err(); err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"USHER_REDIS_URL=" + url, "USHER_NAMESPACE=" + ns}
+	run := func(args ...string) (string, string, int) {
+		cmd := exec.Command(binary, args...)
+		cmd.Env = append(os.Environ(), env...)
+		var out, errb strings.Builder
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		err := cmd.Run()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		}
+		return out.String(), errb.String(), code
+	}
+	out, stderr, code := run("export")
+	if code != 0 || !strings.Contains(out, `"id":"a9"`) || strings.Contains(out, `"bad"`) ||
+		!strings.Contains(stderr, `field "bad"`) || !strings.Contains(stderr, "status: must be one of") || !strings.Contains(stderr, "1 invalid records left out") {
+		t.Errorf("usher export = exit %d, stdout %.200s…, stderr %q", code, out, stderr)
+	}
+	file := filepath.Join(t.TempDir(), "backup.json")
+	os.WriteFile(file, []byte("the previous backup"), 0o644)
+	if _, stderr, code := run("export", "--strict", "-o", file); code != 1 || !strings.Contains(stderr, "nothing written") {
+		t.Errorf("usher export --strict = exit %d stderr %q, want 1", code, stderr)
+	}
+	if b, _ := os.ReadFile(file); string(b) != "the previous backup" {
+		t.Errorf("a failed export changed the output file: %.100q", b)
+	}
+	if _, stderr, code := run("export", "-o", file); code != 0 {
+		t.Errorf("usher export -o = exit %d stderr %q", code, stderr)
+	}
+	if b, _ := os.ReadFile(file); !strings.Contains(string(b), `"id":"a9"`) {
+		t.Errorf("usher export -o wrote %.100q", b)
 	}
 }
