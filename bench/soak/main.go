@@ -72,7 +72,10 @@ type soak struct {
 	http     *http.Client
 	engine   *decision.Engine
 
-	writing     atomic.Bool
+	writing atomic.Bool
+	// inFlight is held by the writer while a write is on its way, so
+	// stopWriting can wait for it.
+	inFlight    sync.Mutex
 	failed      atomic.Int64 // evaluates that did not answer 200
 	answered    atomic.Int64
 	writeErrs   atomic.Int64
@@ -223,12 +226,21 @@ func (s *soak) write(ctx context.Context, rate int) {
 			return
 		case <-tick.C:
 		}
+		s.inFlight.Lock()
 		if s.writing.Load() {
 			if err := s.flip(ctx, s.w, rand.IntN(s.subjects)); err != nil {
 				s.writeErrs.Add(1)
 			}
 		}
+		s.inFlight.Unlock()
 	}
+}
+
+// stopWriting turns the writer off and waits for a write on its way.
+func (s *soak) stopWriting() {
+	s.writing.Store(false)
+	s.inFlight.Lock()
+	s.inFlight.Unlock()
 }
 
 func (s *soak) flip(ctx context.Context, w *statesync.Writer, i int) error {
@@ -271,7 +283,7 @@ func (s *soak) faults() []fault {
 			return s.redis.Start()
 		}},
 		{name: "restart-empty", lost: true, do: func() error {
-			s.writing.Store(false)
+			s.stopWriting()
 			s.redis.Stop()
 			s.redis.AOF = false
 			if err := os.RemoveAll(filepath.Join(s.redis.Dir(), "appendonlydir")); err != nil {
@@ -311,7 +323,7 @@ func (s *soak) faults() []fault {
 			return s.redis.Start()
 		}},
 		{name: "trim-while-paused", do: func() error {
-			s.writing.Store(false)
+			s.stopWriting()
 			short, err := statesync.NewWriter(statesync.WriterConfig{Client: s.client, Namespace: ns, StreamMaxLen: 50})
 			if err != nil {
 				return err
@@ -332,7 +344,7 @@ func (s *soak) faults() []fault {
 func (s *soak) runFault(f fault) error {
 	s.writing.Store(true)
 	time.Sleep(time.Second) // steady load before the fault
-	s.writing.Store(false)
+	s.stopWriting()
 	if err := s.caughtUp(); err != nil {
 		return err
 	}
@@ -342,7 +354,7 @@ func (s *soak) runFault(f fault) error {
 	if err := f.do(); err != nil {
 		return err
 	}
-	s.writing.Store(false) // no write after the fault: the sidecar must converge on its own
+	s.stopWriting() // no write after the fault: the sidecar must converge on its own
 	took, worst, err := s.settle()
 	if err != nil {
 		return err
