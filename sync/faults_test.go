@@ -2,6 +2,7 @@ package statesync_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -325,5 +326,42 @@ func TestWriterNamesWhyRedisRefused(t *testing.T) {
 	err = w.Put(context.Background(), decision.KindLicense, []byte(`{"id": "l1", "tenant_id": "acme", "name": "editor"}`))
 	if err == nil || !strings.Contains(err.Error(), "redis refused the write: OOM command not allowed") {
 		t.Errorf("Put under maxmemory: %v, want the OOM named", err)
+	}
+}
+
+// A load that Redis refuses part way (here: out of memory) says why and
+// leaves no staging keys behind: "nothing written" means nothing.
+func TestFailedLoadLeavesNothing(t *testing.T) {
+	srv := testredis.Start(t, testredis.Options{Args: []string{"--maxmemory", "8mb", "--maxmemory-policy", "noeviction"}})
+	c, err := statesync.NewClient(srv.URL(), "usher-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var b strings.Builder
+	b.WriteString(`{"licenses": [{"id": "l", "tenant_id": "t", "name": "editor", "description": "`)
+	b.WriteString(strings.Repeat("d", 200))
+	b.WriteString(`"}], "assignments": [`)
+	for i := range 80_000 {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, `{"id": "a%d", "tenant_id": "t", "license_id": "l", "assignee_id": "person-with-a-longish-id-%d"}`, i, i)
+	}
+	b.WriteString(`]}`)
+	var rounds int
+	w, err := statesync.NewWriter(statesync.WriterConfig{Client: c, Namespace: "big", Progress: func(done, total int, _ int64) { rounds++ }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = w.Load(context.Background(), parse(t, b.String()), false)
+	if err == nil || !strings.Contains(err.Error(), "OOM") {
+		t.Fatalf("Load into a full Redis: %v, want the OOM named", err)
+	}
+	if rounds == 0 {
+		t.Error("no round trip staged anything before Redis filled up; the test means nothing")
+	}
+	if keys := c.Keys(context.Background(), "*").Val(); len(keys) != 0 {
+		t.Errorf("after a failed load Redis holds %v, want nothing", keys)
 	}
 }

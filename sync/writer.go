@@ -22,6 +22,9 @@ var ErrNotFound = errors.New("not found")
 // ErrConflict marks a write that kept losing a race with other writers.
 var ErrConflict = errors.New("concurrent writes kept changing the same keys; try again")
 
+// stageChunk is how many bytes of records a load stages a round trip.
+const stageChunk = 4 << 20
+
 // DefaultStreamMaxLen is how many change events the stream keeps (about).
 const DefaultStreamMaxLen = 100_000
 
@@ -36,16 +39,20 @@ type WriterConfig struct {
 	StreamMaxLen int64
 	// Now is the clock stamped on change events; nil means time.Now.
 	Now func() time.Time
+	// Progress, when set, is told after each round trip of a Load how
+	// many of its records are staged and how many bytes they took.
+	Progress func(done, total int, bytes int64)
 }
 
 // Writer validates records and writes them with their change events. Each
 // Put and Delete is one MULTI/EXEC: the record change and its event land
 // together or not at all. It is safe for concurrent use.
 type Writer struct {
-	c      redis.UniversalClient
-	k      Keys
-	maxLen int64
-	now    func() time.Time
+	c        redis.UniversalClient
+	k        Keys
+	maxLen   int64
+	now      func() time.Time
+	progress func(done, total int, bytes int64)
 }
 
 // NewWriter validates cfg.
@@ -73,7 +80,7 @@ func NewWriter(cfg WriterConfig) (*Writer, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Writer{c: cfg.Client, k: k, maxLen: cfg.StreamMaxLen, now: cfg.Now}, nil
+	return &Writer{c: cfg.Client, k: k, maxLen: cfg.StreamMaxLen, now: cfg.Now, progress: cfg.Progress}, nil
 }
 
 // Keys returns the writer's key layout.
@@ -329,7 +336,25 @@ func (w *Writer) swap(ctx context.Context, tx *redis.Tx, tenants []string, docs 
 		}
 		w.c.Del(context.WithoutCancel(ctx), keys...)
 	}()
+	// Staged a few MiB a round trip: any load fits the client's default
+	// timeouts, and the client never holds more than a chunk of commands.
+	total := 0
+	for _, t := range tenants {
+		total += docs[t].Len()
+	}
 	pipe := tx.Pipeline()
+	var queued, done int
+	var written int64
+	flush := func() error {
+		if cmds, err := pipe.Exec(ctx); err != nil {
+			return fmt.Errorf("stage records: %w", refused(cmds, err))
+		}
+		queued = 0
+		if w.progress != nil {
+			w.progress(done, total, written)
+		}
+		return nil
+	}
 	for _, t := range tenants {
 		for _, kind := range Kinds {
 			recs := records(docs[t], kind)
@@ -342,16 +367,26 @@ func (w *Writer) swap(ctx context.Context, tx *redis.Tx, tenants []string, docs 
 				args := make([]any, 0, 2*min(1000, len(recs)-start))
 				for _, rec := range recs[start:min(start+1000, len(recs))] {
 					_, id := identity(rec)
-					args = append(args, id, appendJSON(rec))
+					js := appendJSON(rec)
+					args = append(args, id, js)
+					queued += len(id) + len(js)
+					written += int64(len(id) + len(js))
 				}
 				pipe.HSet(ctx, sk, args...)
+				done += len(args) / 2
+				if queued >= stageChunk {
+					pipe.Expire(ctx, sk, time.Hour) // a crash before the swap leaves no litter
+					if err := flush(); err != nil {
+						return err
+					}
+				}
 			}
-			pipe.Expire(ctx, sk, time.Hour) // a crash before the swap leaves no litter
+			pipe.Expire(ctx, sk, time.Hour)
 			res.Records += len(recs)
 		}
 	}
-	if cmds, err := pipe.Exec(ctx); err != nil {
-		return fmt.Errorf("stage records: %w", refused(cmds, err))
+	if err := flush(); err != nil {
+		return err
 	}
 	err := refused(tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		w.stampEpoch(p, ctx)

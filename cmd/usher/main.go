@@ -655,7 +655,18 @@ func write(cmd string, args []string, stdout, stderr io.Writer) error {
 		return usageError{err}
 	}
 	defer client.Close()
-	w, err := statesync.NewWriter(statesync.WriterConfig{Client: client, Namespace: *namespace, StreamMaxLen: *maxLen})
+	wcfg := statesync.WriterConfig{Client: client, Namespace: *namespace, StreamMaxLen: *maxLen}
+	if st, err := os.Stderr.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 && stderr == os.Stderr {
+		start := time.Now()
+		wcfg.Progress = func(done, total int, bytes int64) { // on a terminal only
+			mb := float64(bytes) / (1 << 20)
+			fmt.Fprintf(stderr, "\rstaged %d of %d records, %.0f MB, %.1f MB/s ", done, total, mb, mb/time.Since(start).Seconds())
+			if done == total {
+				fmt.Fprintln(stderr)
+			}
+		}
+	}
+	w, err := statesync.NewWriter(wcfg)
 	if err != nil {
 		return usageError{err}
 	}
