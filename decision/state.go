@@ -316,6 +316,8 @@ type RecordError struct {
 	ID    string
 	Field string
 	Rule  string
+	// ref is the record a broken reference names ("kind\x00id").
+	ref string
 }
 
 func (e *RecordError) Error() string {
@@ -347,14 +349,81 @@ func ParseDocument(r io.Reader) (*Document, error) {
 // ParseDocumentBytes is ParseDocument over a document in memory; the
 // document's strings may alias b (see DecodeDocumentBytes).
 func ParseDocumentBytes(b []byte) (*Document, error) {
-	doc, err := DecodeDocumentBytes(b)
+	doc, errs, err := decodeDocument(b)
 	if err != nil {
 		return nil, err
 	}
-	if err := doc.Validate(); err != nil {
-		return nil, err
+	if len(errs) == 0 {
+		if err := doc.Validate(); err != nil {
+			return nil, err
+		}
+		return doc, nil
 	}
-	return doc, nil
+	// Report the rules across records too, over the records that decoded;
+	// a reference to a record that is itself invalid is not a second error.
+	failed := map[string]bool{}
+	for _, e := range errs {
+		var re *RecordError
+		if errors.As(e, &re) && re.ID != "" {
+			failed[re.Kind.String()+"\x00"+re.ID] = true
+		}
+	}
+	var cross []error
+	if v := doc.Validate(); v != nil {
+		for _, e := range v.(interface{ Unwrap() []error }).Unwrap() {
+			var re *RecordError
+			if errors.As(e, &re) && re.ref != "" && failed[re.ref] {
+				continue
+			}
+			cross = append(cross, e)
+		}
+	}
+	return nil, errors.Join(append(errs, cross...)...)
+}
+
+// decodeDocument decodes every record it can: err is a document that
+// cannot be read at all, errs the records that break a rule on their own.
+func decodeDocument(b []byte) (*Document, []error, error) {
+	doc, errs, ok := scanDocument(b)
+	if !ok {
+		var err error
+		doc, errs, err = decodeDocumentSlow(bytes.NewReader(b))
+		if err != nil {
+			return nil, nil, syntaxAt(b, err)
+		}
+	}
+	if len(errs) > 0 {
+		if err := syntaxAt(b, nil); err != nil {
+			return nil, nil, err
+		}
+	}
+	return doc, errs, nil
+}
+
+// syntaxAt names the line and column of the document's first JSON syntax
+// error, or returns err when it has none.
+func syntaxAt(b []byte, err error) error {
+	if json.Valid(b) {
+		return err
+	}
+	var v any
+	var se *json.SyntaxError
+	if !errors.As(json.Unmarshal(b, &v), &se) {
+		return err
+	}
+	line, col := 1, 1
+	for _, c := range b[:min(max(int(se.Offset)-1, 0), len(b))] { // Offset counts the bad byte
+
+		if c == '\n' {
+			line, col = line+1, 1
+		} else {
+			col++
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("%w (line %d, column %d: %v)", err, line, col, se)
+	}
+	return fmt.Errorf("%w: not valid JSON at line %d, column %d: %v", ErrInvalid, line, col, se)
 }
 
 // DecodeDocument reads a state document and checks each record on its own,
@@ -373,13 +442,14 @@ func DecodeDocument(r io.Reader) (*Document, error) {
 // checked on its own. Their strings may alias b, which must not change
 // while the document is in use (a snapshot keeps copies of its own).
 func DecodeDocumentBytes(b []byte) (*Document, error) {
-	if doc, errs, ok := scanDocument(b); ok {
-		if len(errs) > 0 {
-			return nil, errors.Join(errs...)
-		}
-		return doc, nil
+	doc, errs, err := decodeDocument(b)
+	switch {
+	case err != nil:
+		return nil, err
+	case len(errs) > 0:
+		return nil, errors.Join(errs...)
 	}
-	return decodeDocumentSlow(bytes.NewReader(b))
+	return doc, nil
 }
 
 // scanDocument finds the records of the document's arrays in place, then
@@ -526,7 +596,7 @@ func decodeSpans[R any](c *chunk, decode func([]byte) (R, error)) []R {
 	return out
 }
 
-func decodeDocumentSlow(r io.Reader) (*Document, error) {
+func decodeDocumentSlow(r io.Reader) (*Document, []error, error) {
 	var raw struct {
 		Licenses     []json.RawMessage `json:"licenses"`
 		Assignments  []json.RawMessage `json:"assignments"`
@@ -535,10 +605,10 @@ func decodeDocumentSlow(r io.Reader) (*Document, error) {
 	}
 	dec := json.NewDecoder(r)
 	if err := dec.Decode(&raw); err != nil {
-		return nil, fmt.Errorf("%w: document is not a JSON object of record arrays: %v", ErrInvalid, err)
+		return nil, nil, fmt.Errorf("%w: document is not a JSON object of record arrays: %v", ErrInvalid, err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return nil, fmt.Errorf("%w: unexpected data after the document", ErrInvalid)
+		return nil, nil, fmt.Errorf("%w: unexpected data after the document", ErrInvalid)
 	}
 	doc := &Document{}
 	var errs []error
@@ -574,10 +644,7 @@ func decodeDocumentSlow(r io.Reader) (*Document, error) {
 		}
 		doc.Groups = append(doc.Groups, g)
 	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
-	}
-	return doc, nil
+	return doc, errs, nil
 }
 
 // at stamps the array index on the record errors in err.
@@ -631,7 +698,7 @@ func (d *Document) Validate() error {
 		for _, i := range x.lics {
 			l := d.Licenses[i]
 			if lics[l.ID] {
-				out = append(out, found{[3]int{0, int(i)}, &RecordError{KindLicense, int(i), l.ID, "id", "must be unique among licenses of tenant " + q}})
+				out = append(out, found{[3]int{0, int(i)}, &RecordError{Kind: KindLicense, Index: int(i), ID: l.ID, Field: "id", Rule: "must be unique among licenses of tenant " + q}})
 			}
 			lics[l.ID] = true
 		}
@@ -639,7 +706,7 @@ func (d *Document) Validate() error {
 		for _, i := range x.grps {
 			g := d.Groups[i]
 			if groups[g.ID] {
-				out = append(out, found{[3]int{1, int(i)}, &RecordError{KindGroup, int(i), g.ID, "id", "must be unique among groups of tenant " + q}})
+				out = append(out, found{[3]int{1, int(i)}, &RecordError{Kind: KindGroup, Index: int(i), ID: g.ID, Field: "id", Rule: "must be unique among groups of tenant " + q}})
 			}
 			groups[g.ID] = true
 		}
@@ -647,18 +714,19 @@ func (d *Document) Validate() error {
 		for _, i := range x.asgs {
 			a := d.Assignments[i]
 			if seen[a.ID] {
-				out = append(out, found{[3]int{2, int(i), 0}, &RecordError{KindAssignment, int(i), a.ID, "id", "must be unique among assignments of tenant " + q}})
+				out = append(out, found{[3]int{2, int(i), 0}, &RecordError{Kind: KindAssignment, Index: int(i), ID: a.ID, Field: "id", Rule: "must be unique among assignments of tenant " + q}})
 			}
 			seen[a.ID] = true
 			if !lics[a.LicenseID] {
-				out = append(out, found{[3]int{2, int(i), 1}, &RecordError{KindAssignment, int(i), a.ID, "license_id", fmt.Sprintf("must name a license of tenant %q, no license %q there", tenant, a.LicenseID)}})
+				out = append(out, found{[3]int{2, int(i), 1}, &RecordError{Kind: KindAssignment, Index: int(i), ID: a.ID, Field: "license_id",
+					Rule: fmt.Sprintf("must name a license of tenant %q, no license %q there", tenant, a.LicenseID), ref: "license\x00" + a.LicenseID}})
 			}
 		}
 		clear(seen)
 		for _, i := range x.ents {
 			e := d.Entitlements[i]
 			if seen[e.ID] {
-				out = append(out, found{[3]int{3, int(i)}, &RecordError{KindEntitlement, int(i), e.ID, "id", "must be unique among entitlements of tenant " + q}})
+				out = append(out, found{[3]int{3, int(i)}, &RecordError{Kind: KindEntitlement, Index: int(i), ID: e.ID, Field: "id", Rule: "must be unique among entitlements of tenant " + q}})
 			}
 			seen[e.ID] = true
 		}
@@ -666,7 +734,8 @@ func (d *Document) Validate() error {
 			g := d.Groups[i]
 			for j, m := range g.Members {
 				if m.Type == GroupPrincipal && !groups[m.ID] {
-					out = append(out, found{[3]int{4, int(i), j}, &RecordError{KindGroup, int(i), g.ID, fmt.Sprintf("members[%d].id", j), fmt.Sprintf("must name a group of tenant %q, no group %q there", tenant, m.ID)}})
+					out = append(out, found{[3]int{4, int(i), j}, &RecordError{Kind: KindGroup, Index: int(i), ID: g.ID, Field: fmt.Sprintf("members[%d].id", j),
+						Rule: fmt.Sprintf("must name a group of tenant %q, no group %q there", tenant, m.ID), ref: "group\x00" + m.ID}})
 				}
 			}
 		}

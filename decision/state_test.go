@@ -64,6 +64,15 @@ func TestParseDocumentRejects(t *testing.T) {
 				`assignments[2] (id "a"): license_id: must name a license of tenant "t2", no license "gone" there` + "\n" +
 				`groups[0] (id "g"): members[0].id: must name a group of tenant "t2", no group "h" there` + "\n" +
 				`groups[0] (id "g"): members[1].id: must name a group of tenant "t2", no group "i" there`}},
+		{"every problem at once, and none twice", `{"licenses": [{"id": "l1", "tenant_id": "t", "name": "x", "status": "paused"}],
+ "assignments": [{"id": "a1", "tenant_id": "t", "license_id": "nope", "assignee_id": "u"},
+  {"id": "a2", "tenant_id": "t", "license_id": "l1", "assignee_id": "u", "reservation": "maybe"},
+  {"id": "a3", "tenant_id": "t", "license_id": "l1", "assignee_id": "v"}]}`,
+			[]string{`licenses[0] (id "l1"): status: must be one of active|suspended|revoked, got "paused"` + "\n" +
+				`assignments[1] (id "a2"): reservation: must be one of reserved|dynamic|denied, got "maybe"` + "\n" +
+				`assignments[0] (id "a1"): license_id: must name a license of tenant "t", no license "nope" there`}},
+		{"a syntax error names its line and column", "{\"licenses\": [\n  {\"id\": \"l1\",, }]}",
+			[]string{`not valid JSON at line 2, column 15: invalid character ','`}},
 		{"errors past the first decoding chunk keep their index and order", manyAssignments(5000, 4500, 4999),
 			[]string{`assignments[4500] (id "a4500"): status: must be one of active|suspended|revoked, got "paused"` + "\n" +
 				`assignments[4999] (id "a4999"): status: must be one of active|suspended|revoked, got "paused"`}},

@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/usher-authz/usher/internal/errlines"
 )
 
 // Route says what a request needs: a seat of a license, or an entitlement
@@ -53,7 +55,7 @@ func LoadRoutes(path string) (*Routes, error) {
 	}
 	r, err := ParseRoutes(b)
 	if err != nil {
-		return nil, fmt.Errorf("routes %s: %w", path, err)
+		return nil, errlines.Prefix("routes "+path+": ", err)
 	}
 	return r, nil
 }

@@ -602,7 +602,7 @@ func (s *Server) status(ctx *fasthttp.RequestCtx) {
 	b = append(b, `,"sync":{"state":`...)
 	b = jsonw.String(b, info.SyncState)
 	b = append(b, `,"lag_seconds":`...)
-	b = strconv.AppendFloat(b, info.SyncLag.Seconds(), 'f', 6, 64)
+	b = strconv.AppendFloat(b, info.SyncLag.Seconds(), 'g', 6, 64)
 	b = append(b, `,"last_error":`...)
 	b = jsonw.NullString(b, info.SyncError)
 	if !info.SyncSince.IsZero() {

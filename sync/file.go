@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/usher-authz/usher/decision"
+	"github.com/usher-authz/usher/internal/errlines"
 )
 
 // FileConfig configures a FileFollower.
@@ -50,6 +51,7 @@ type FileFollower struct {
 	cfg     FileConfig
 	rev     uint64
 	seen    fileStamp
+	records int // in the last state loaded
 	lastErr atomic.Pointer[string]
 }
 
@@ -99,7 +101,7 @@ func (f *FileFollower) Load() error {
 	}
 	doc, err := decision.ParseDocumentBytes(b)
 	if err != nil {
-		return f.fail(fmt.Errorf("state %s: %w", f.cfg.Path, err))
+		return f.fail(errlines.Prefix("state "+f.cfg.Path+": ", err))
 	}
 	f.rev++
 	snap := decision.NewSnapshot(doc, f.rev)
@@ -108,6 +110,10 @@ func (f *FileFollower) Load() error {
 	f.lastErr.Store(nil)
 	f.cfg.Logger.Info("state loaded", "path", f.cfg.Path, "revision", f.rev, "records", doc.Len(),
 		"took", time.Since(start).Round(time.Millisecond))
+	if f.records > 0 && doc.Len() == 0 {
+		f.cfg.Logger.Warn("the state file now holds no records; every check denies", "path", f.cfg.Path, "before", f.records, "now", 0)
+	}
+	f.records = doc.Len()
 	// The raw file and the decoded copies are garbage several times the
 	// snapshot's size; return that memory now rather than hold it as RSS
 	// (in the background: the new state is already serving).

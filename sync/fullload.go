@@ -18,8 +18,10 @@ import (
 // why a loaded follower reloads ("" for the first load).
 func (f *RedisFollower) fullLoad(ctx context.Context, reason string) error {
 	reload := f.cur != nil
+	prev := 0
 	if reload {
 		f.setState(StateReloading)
+		prev = f.cur.Len()
 	}
 	start := time.Now()
 	c := f.cfg.Client
@@ -104,6 +106,9 @@ func (f *RedisFollower) fullLoad(ctx context.Context, reason string) error {
 		f.reloads.WithLabelValues(reason).Inc()
 	}
 	f.up()
+	if reload && f.cur != nil && prev > 0 && snap.Len() == 0 {
+		f.log.Warn("redis now holds no records for this namespace; every check denies", "namespace", f.k.Namespace(), "before", prev, "now", 0)
+	}
 	f.log.Info("state loaded from redis", "namespace", f.k.Namespace(), "tenants", len(tenants), "records", snap.Len(),
 		"position", at.ID, "epoch", at.Epoch, "revision", f.rev, "took", time.Since(start).Round(time.Millisecond).String())
 	// A full load leaves the raw replies and decoded copies as garbage, a

@@ -35,6 +35,7 @@ import (
 	"github.com/usher-authz/usher/auth"
 	"github.com/usher-authz/usher/authz"
 	"github.com/usher-authz/usher/decision"
+	"github.com/usher-authz/usher/internal/errlines"
 	"github.com/usher-authz/usher/policy"
 	"github.com/usher-authz/usher/server"
 	"github.com/usher-authz/usher/server/extauthz"
@@ -102,10 +103,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case errors.As(err, new(flagError)):
 		return 2 // the flag package has printed it, with the usage
 	case errors.As(err, new(usageError)):
-		fmt.Fprintln(stderr, "usher:", err)
+		fmt.Fprintln(stderr, errlines.Prefix("usher: ", err))
 		return 2
 	default:
-		fmt.Fprintln(stderr, "usher:", err)
+		fmt.Fprintln(stderr, errlines.Prefix("usher: ", err))
 		return 1
 	}
 }
@@ -136,12 +137,33 @@ func newFlagSet(cmd, args string, out io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("usher "+cmd, flag.ContinueOnError)
 	fs.SetOutput(out)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: usher %s [flags] %s\n\n"+
-			"Every flag can also be set as USHER_<FLAG> (upper case, dashes as underscores, e.g. USHER_HTTP_ADDR)\n"+
-			"or in --config FILE; the command line wins over the environment, which wins over the file.\n\nFlags:\n", cmd, args)
-		fs.PrintDefaults()
+		fmt.Fprintf(fs.Output(), "Usage: usher %s [flags] %s\n\n%s\n\n"+
+			"Flags go before the arguments. Every flag can also be set in the environment (named below\n"+
+			"each flag) or in --config FILE; the command line wins over the environment, which wins over the file.\n\nFlags:\n",
+			cmd, args, commandHelp[cmd])
+		fs.VisitAll(func(f *flag.Flag) {
+			def := ""
+			if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" && f.DefValue != "0s" {
+				def = " (default " + f.DefValue + ")"
+			}
+			fmt.Fprintf(fs.Output(), "  -%s\n    \t%s%s\n    \tenv %s\n", f.Name, f.Usage, def, envName(f.Name))
+		})
 	}
 	return fs
+}
+
+// commandHelp says what each subcommand does, atop its -h.
+var commandHelp = map[string]string{
+	"serve":  "Serve decisions over HTTP (and Envoy ext_authz with --jwks) from a state document, Redis, or the embedded demo.",
+	"eval":   "Answer one evaluate body offline, from a state document or the embedded demo, and print the decision.",
+	"load":   "Validate a state document and write it into Redis in one transaction (--replace: Redis holds exactly FILE).",
+	"put":    "Validate one record (KIND: license, assignment, entitlement or group) and write it into Redis with its change event.",
+	"delete": "Delete one record from Redis with its change event.",
+	"export": "Print the state Redis holds as a state document (to stdout, or atomically to -o FILE).",
+}
+
+func envName(flag string) string {
+	return "USHER_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
 }
 
 // parseFlags parses args, then fills every flag not given on the command
@@ -164,7 +186,7 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 		if set[f.Name] {
 			return
 		}
-		env := "USHER_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		env := envName(f.Name)
 		if v, ok := os.LookupEnv(env); ok {
 			set[f.Name] = true
 			if err := f.Value.Set(v); err != nil {
@@ -227,7 +249,13 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	if err := lv.UnmarshalText([]byte(level)); err != nil {
 		return nil, usagef("log-level: must be debug, info, warn or error, got %q", level)
 	}
-	opts := &slog.HandlerOptions{Level: lv}
+	// Durations as "1.5s", not as nanosecond integers (JSON's default).
+	opts := &slog.HandlerOptions{Level: lv, ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+		if a.Value.Kind() == slog.KindDuration {
+			a.Value = slog.StringValue(a.Value.Duration().String())
+		}
+		return a
+	}}
 	switch format {
 	case "text":
 		return slog.New(slog.NewTextHandler(w, opts)), nil
@@ -302,6 +330,9 @@ func serve(args []string, stderr io.Writer) error {
 	}
 	if f.cacheMaxBytes <= 0 {
 		return usagef("cache-max-bytes: must be positive")
+	}
+	if f.decisionLog == "" && f.decisionLogSample != 1 {
+		return usagef("decision-log-sample: only applies with --decision-log")
 	}
 
 	reg := prometheus.NewRegistry()
@@ -486,7 +517,11 @@ func serve(args []string, stderr io.Writer) error {
 		wg.Go(func() { errc <- grpcSrv.Serve(grpcLn) })
 		log.Info("ext_authz serving", "grpc", f.grpcAddr, "http", f.httpAddr+"/ext_authz/", "routes", routes.Len())
 	}
-	log.Info("usher serving", "http", f.httpAddr, "version", version, "policy_dir", f.policyDir, "state", source)
+	policyDir := f.policyDir
+	if policyDir == "" {
+		policyDir = "embedded"
+	}
+	log.Info("usher serving", "http", httpLn.Addr().String(), "version", version, "policy_dir", policyDir, "state", source)
 	var runErr error
 	select {
 	case runErr = <-errc:
@@ -615,7 +650,7 @@ func eval(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	if err != nil {
-		return fmt.Errorf("state: %w", err)
+		return errlines.Prefix("state: ", err)
 	}
 	engine.SetSnapshot(snap)
 	d, err := engine.Decide(decision.APICLI, &req)
@@ -631,7 +666,10 @@ func write(cmd string, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet(cmd, map[string]string{"load": "FILE", "put": "KIND JSON", "delete": "KIND TENANT ID", "export": ""}[cmd], stderr)
 	redisURL := fs.String("redis-url", "", "Redis to write (required; redis://, rediss://, redis+cluster://, redis+sentinel://)")
 	namespace := fs.String("namespace", statesync.DefaultNamespace, "Redis key namespace")
-	maxLen := fs.Int64("stream-max-len", statesync.DefaultStreamMaxLen, "change events the stream keeps (approximately)")
+	maxLen := new(int64)
+	if cmd != "export" {
+		fs.Int64Var(maxLen, "stream-max-len", statesync.DefaultStreamMaxLen, "change events the stream keeps (approximately)")
+	}
 	replace, strict, output := false, false, ""
 	switch cmd {
 	case "load":
@@ -643,12 +681,17 @@ func write(cmd string, args []string, stdout, stderr io.Writer) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	for _, a := range fs.Args() {
+		if strings.HasPrefix(a, "-") && len(a) > 1 {
+			return usagef("%s: flags go before the arguments, got %q after them", cmd, a)
+		}
+	}
 	if *redisURL == "" {
 		return usagef("redis-url: required (or USHER_REDIS_URL)")
 	}
 	want := map[string]int{"load": 1, "put": 2, "delete": 3, "export": 0}[cmd]
 	if fs.NArg() != want {
-		return usagef("%s takes %d arguments, got %d (see usher help)", cmd, want, fs.NArg())
+		return usagef("%s takes %d arguments, got %d (see usher help %s)", cmd, want, fs.NArg(), cmd)
 	}
 	client, err := statesync.NewClient(*redisURL, "usher-writer")
 	if err != nil {
@@ -696,6 +739,7 @@ func write(cmd string, args []string, stdout, stderr io.Writer) error {
 		if err := w.Put(ctx, kind, []byte(fs.Arg(1))); err != nil {
 			return fmt.Errorf("put: nothing written: %w", err)
 		}
+		fmt.Fprintf(stdout, "put %s: written with its change event\n", kind)
 	case "delete":
 		kind, err := decision.ParseKind(fs.Arg(0))
 		if err != nil {
@@ -704,6 +748,7 @@ func write(cmd string, args []string, stdout, stderr io.Writer) error {
 		if err := w.Delete(ctx, kind, fs.Arg(1), fs.Arg(2)); err != nil {
 			return fmt.Errorf("delete: nothing written: %w", err)
 		}
+		fmt.Fprintf(stdout, "deleted %s %q of tenant %q, with its change event\n", kind, fs.Arg(2), fs.Arg(1))
 	case "export":
 		doc, bad, err := w.ExportValid(ctx)
 		if err != nil {
