@@ -376,7 +376,10 @@ func (e *Engine) observe(api API, req *Request, d Decision, start time.Time) {
 		e.metrics.observe(api, req.Check, d, took)
 	}
 	if e.log != nil && e.log.sampled() {
-		e.log.Log(LogEntry{ID: d.ID, Time: start, API: api, Tenant: strings.Clone(req.TenantID), Check: req.Check,
+		// The request's strings may alias its body: the entry keeps copies.
+		e.log.Log(LogEntry{ID: d.ID, Time: start, API: api, Tenant: strings.Clone(req.TenantID), App: strings.Clone(req.AppID),
+			Subject: Principal{req.Subject.Type, strings.Clone(req.Subject.ID)}, Check: req.Check, License: strings.Clone(req.License),
+			Asset: strings.Clone(req.AssetID), Type: strings.Clone(req.Type), At: req.At, Grant: d.Grant,
 			Allowed: d.Allowed, Reason: d.Reason, Revision: d.Revision, Latency: took, Cached: d.Cached})
 	}
 }

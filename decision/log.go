@@ -18,11 +18,19 @@ import (
 // resource ids beyond the tenant: the log is for auditing volumes and
 // reasons, not a record of who did what.
 type LogEntry struct {
-	ID       DecisionID
-	Time     time.Time
-	API      API
-	Tenant   string
+	ID     DecisionID
+	Time   time.Time
+	API    API
+	Tenant string
+	// What was asked, so a decision id traces back to the question.
+	App      string
+	Subject  Principal
 	Check    Check
+	License  string  // seat: as asked (an id or a name)
+	Asset    string  // entitlement
+	Type     string  // entitlement type
+	At       Instant // the time asked about; 0: now
+	Grant    Grant   // when allowed
 	Allowed  bool
 	Reason   Reason
 	Revision uint64
@@ -138,10 +146,43 @@ func (e LogEntry) appendJSON(b []byte) []byte {
 	b = append(b, e.API.String()...)
 	b = append(b, `","tenant":`...)
 	b = jsonw.String(b, e.Tenant)
+	if e.App != "" {
+		b = append(b, `,"app_id":`...)
+		b = jsonw.String(b, e.App)
+	}
+	if e.Subject.ID != "" {
+		b = append(b, `,"subject":{"id":`...)
+		b = jsonw.String(b, e.Subject.ID)
+		b = append(b, `,"type":"`...)
+		b = append(b, e.Subject.Type.String()...)
+		b = append(b, `"}`...)
+	}
 	b = append(b, `,"check":"`...)
 	b = append(b, e.Check.String()...)
-	b = append(b, `","allowed":`...)
+	b = append(b, '"')
+	switch e.Check {
+	case CheckSeat:
+		b = append(b, `,"license":`...)
+		b = jsonw.String(b, e.License)
+	case CheckEntitlement:
+		b = append(b, `,"asset_id":`...)
+		b = jsonw.String(b, e.Asset)
+		b = append(b, `,"type":`...)
+		b = jsonw.String(b, e.Type)
+	}
+	if e.At != 0 && e.At.Set() {
+		b = append(b, `,"at":`...)
+		b = e.At.AppendJSON(b)
+	}
+	b = append(b, `,"allowed":`...)
 	b = jsonw.Bool(b, e.Allowed)
+	if e.Allowed {
+		b = append(b, `,"grant":{"id":`...)
+		b = jsonw.String(b, e.Grant.ID)
+		b = append(b, `,"via_group":`...)
+		b = jsonw.NullString(b, e.Grant.ViaGroup)
+		b = append(b, '}')
+	}
 	b = append(b, `,"reason":"`...)
 	b = append(b, e.Reason.String()...)
 	b = append(b, `","revision":`...)

@@ -28,11 +28,14 @@ func TestDecisionLog(t *testing.T) {
 	e.WaitCache()
 	d2, _ := e.Decide(decision.APIBatch, req)
 	nr := e.NoRoute(decision.APIExtAuthzGRPC, "acme")
+	ent := &decision.Request{TenantID: "acme", AppID: "app1", Subject: decision.Principal{ID: "u1"}, Check: decision.CheckEntitlement,
+		AssetID: "doc1", Type: "read_only", At: mustInstant(t, "2026-06-01T00:00:00Z")}
+	d4, _ := e.Decide(decision.APIEvaluate, ent)
 	cancel()
 	log.Wait()
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	if len(lines) != 3 {
-		t.Fatalf("decision log has %d lines, want 3:\n%s", len(lines), out.String())
+	if len(lines) != 4 {
+		t.Fatalf("decision log has %d lines, want 4:\n%s", len(lines), out.String())
 	}
 	var got []map[string]any
 	for _, l := range lines {
@@ -46,11 +49,21 @@ func TestDecisionLog(t *testing.T) {
 		{"decision_id": d1.ID.String(), "api": "evaluate", "tenant": "acme", "check": "seat", "allowed": false, "reason": "assignment_denied", "revision": 1.0, "cached": false},
 		{"decision_id": d2.ID.String(), "api": "batch", "cached": true},
 		{"decision_id": nr.ID.String(), "api": "ext_authz_grpc", "check": "route", "reason": "no_route", "tenant": "acme"},
+		{"decision_id": d4.ID.String(), "check": "entitlement", "asset_id": "doc1", "type": "read_only", "app_id": "app1", "at": "2026-06-01T00:00:00Z"},
 	} {
 		for k, v := range want {
 			if got[i][k] != v {
 				t.Errorf("line %d %s = %v, want %v", i, k, got[i][k], v)
 			}
+		}
+		if i == 0 {
+			// The question itself, so the id traces back to it.
+			if sub, _ := got[0]["subject"].(map[string]any); sub["id"] != "u5" || sub["type"] != "person" || got[0]["license"] != "editor" {
+				t.Errorf("line 0 does not say what was asked: %v", got[0])
+			}
+		}
+		if i == 3 && (got[3]["allowed"] != d4.Allowed || d4.Allowed && got[3]["grant"] == nil) {
+			t.Errorf("line 3 = %v, want allowed %v with its grant", got[3], d4.Allowed)
 		}
 		if _, ok := got[i]["latency_us"].(float64); !ok || got[i]["time"] == nil {
 			t.Errorf("line %d lacks time or latency: %v", i, got[i])
