@@ -238,16 +238,52 @@ func (v *Verifier) Run(ctx context.Context) {
 func BearerToken(header string) (string, error) {
 	scheme, tok, ok := strings.Cut(strings.TrimSpace(header), " ")
 	if header == "" {
-		return "", fmt.Errorf("%w: no bearer token (Authorization header missing)", ErrUnauthenticated)
+		return "", fail(ReasonMissing, "no bearer token (Authorization header missing)")
 	}
 	if !ok || !strings.EqualFold(scheme, "bearer") || strings.TrimSpace(tok) == "" {
-		return "", fmt.Errorf("%w: Authorization must be \"Bearer <token>\"", ErrUnauthenticated)
+		return "", fail(ReasonMalformed, "Authorization must be \"Bearer <token>\"")
 	}
 	return strings.TrimSpace(tok), nil
 }
 
-func fail(format string, args ...any) error {
-	return fmt.Errorf("%w: "+format, append([]any{ErrUnauthenticated}, args...)...)
+// Why a token was refused: the closed label set of
+// usher_auth_failures_total.
+const (
+	ReasonMissing       = "missing"
+	ReasonMalformed     = "malformed"
+	ReasonUnknownKey    = "unknown_key"
+	ReasonBadSignature  = "bad_signature"
+	ReasonExpired       = "expired"
+	ReasonNotYetValid   = "not_yet_valid"
+	ReasonWrongIssuer   = "wrong_issuer"
+	ReasonWrongAudience = "wrong_audience"
+	ReasonBadClaims     = "bad_claims"
+)
+
+// FailureReasons lists every reason.
+var FailureReasons = []string{ReasonMissing, ReasonMalformed, ReasonUnknownKey, ReasonBadSignature, ReasonExpired,
+	ReasonNotYetValid, ReasonWrongIssuer, ReasonWrongAudience, ReasonBadClaims}
+
+// Error is a refused token; it is ErrUnauthenticated.
+type Error struct {
+	Reason string // one of FailureReasons
+	msg    string
+}
+
+func (e *Error) Error() string        { return "unauthenticated: " + e.msg }
+func (e *Error) Is(target error) bool { return target == ErrUnauthenticated }
+
+// FailureReason is why err refused a token ("" when it is no *Error).
+func FailureReason(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Reason
+	}
+	return ""
+}
+
+func fail(reason, format string, args ...any) error {
+	return &Error{Reason: reason, msg: fmt.Sprintf(format, args...)}
 }
 
 // Verify checks a compact JWS token's signature against the key set, its
@@ -290,10 +326,10 @@ func (v *Verifier) verify(ctx context.Context, token string, now time.Time) (Ide
 func (v *Verifier) verifyClaims(ctx context.Context, token string, now time.Time) (Identity, time.Time, error) {
 	tok, err := jwt.ParseSigned(token, Algorithms)
 	if err != nil {
-		return Identity{}, time.Time{}, fail("malformed token or unsupported algorithm: %v", err)
+		return Identity{}, time.Time{}, fail(ReasonMalformed, "malformed token or unsupported algorithm: %v", err)
 	}
 	if len(tok.Headers) != 1 {
-		return Identity{}, time.Time{}, fail("token must have exactly one signature")
+		return Identity{}, time.Time{}, fail(ReasonMalformed, "token must have exactly one signature")
 	}
 	h := tok.Headers[0]
 	keys := v.candidates(h.KeyID, h.Algorithm)
@@ -303,7 +339,7 @@ func (v *Verifier) verifyClaims(ctx context.Context, token string, now time.Time
 		}
 	}
 	if len(keys) == 0 {
-		return Identity{}, time.Time{}, fail("no key in the key set matches kid %q", h.KeyID)
+		return Identity{}, time.Time{}, fail(ReasonUnknownKey, "no key in the key set matches kid %q", h.KeyID)
 	}
 	var payload json.RawMessage
 	var verr error
@@ -313,19 +349,19 @@ func (v *Verifier) verifyClaims(ctx context.Context, token string, now time.Time
 		}
 	}
 	if verr != nil {
-		return Identity{}, time.Time{}, fail("bad signature")
+		return Identity{}, time.Time{}, fail(ReasonBadSignature, "bad signature")
 	}
 	// The signature holds; now the claims, each type error named.
 	var all map[string]any
 	if json.Unmarshal(payload, &all) != nil || all == nil {
-		return Identity{}, time.Time{}, fail("the claims are not a JSON object")
+		return Identity{}, time.Time{}, fail(ReasonBadClaims, "the claims are not a JSON object")
 	}
 	if err := claimTypes(all); err != nil {
 		return Identity{}, time.Time{}, err
 	}
 	var std jwt.Claims
 	if err := json.Unmarshal(payload, &std); err != nil {
-		return Identity{}, time.Time{}, fail("claims: %v", err)
+		return Identity{}, time.Time{}, fail(ReasonBadClaims, "claims: %v", err)
 	}
 	exp := jwt.Expected{Issuer: v.cfg.Issuer, Time: now}
 	if v.cfg.Audience != "" {
@@ -334,20 +370,20 @@ func (v *Verifier) verifyClaims(ctx context.Context, token string, now time.Time
 	if err := std.ValidateWithLeeway(exp, v.cfg.Leeway); err != nil {
 		switch {
 		case errors.Is(err, jwt.ErrExpired):
-			return Identity{}, time.Time{}, fail("token expired")
+			return Identity{}, time.Time{}, fail(ReasonExpired, "token expired")
 		case errors.Is(err, jwt.ErrNotValidYet):
-			return Identity{}, time.Time{}, fail("token not valid yet (nbf)")
+			return Identity{}, time.Time{}, fail(ReasonNotYetValid, "token not valid yet (nbf)")
 		case errors.Is(err, jwt.ErrIssuedInTheFuture):
-			return Identity{}, time.Time{}, fail("token issued in the future (iat)")
+			return Identity{}, time.Time{}, fail(ReasonNotYetValid, "token issued in the future (iat)")
 		case errors.Is(err, jwt.ErrInvalidIssuer):
-			return Identity{}, time.Time{}, fail("wrong issuer %q", std.Issuer)
+			return Identity{}, time.Time{}, fail(ReasonWrongIssuer, "wrong issuer %q", std.Issuer)
 		case errors.Is(err, jwt.ErrInvalidAudience):
-			return Identity{}, time.Time{}, fail("wrong audience %v", []string(std.Audience))
+			return Identity{}, time.Time{}, fail(ReasonWrongAudience, "wrong audience %v", []string(std.Audience))
 		}
-		return Identity{}, time.Time{}, fail("%v", err)
+		return Identity{}, time.Time{}, fail(ReasonBadClaims, "%v", err)
 	}
 	if std.Expiry == nil {
-		return Identity{}, time.Time{}, fail("token has no exp")
+		return Identity{}, time.Time{}, fail(ReasonBadClaims, "token has no exp")
 	}
 	str := func(name string) (string, error) {
 		switch x := all[name].(type) {
@@ -356,7 +392,7 @@ func (v *Verifier) verifyClaims(ctx context.Context, token string, now time.Time
 		case string:
 			return x, nil
 		}
-		return "", fail("claim %q must be a string", name)
+		return "", fail(ReasonBadClaims, "claim %q must be a string", name)
 	}
 	var id Identity
 	var errs []error
@@ -374,10 +410,10 @@ func (v *Verifier) verifyClaims(ctx context.Context, token string, now time.Time
 		return Identity{}, time.Time{}, errs[0]
 	}
 	if id.Subject == "" {
-		return Identity{}, time.Time{}, fail("token lacks the subject claim %q", v.cfg.SubjectClaim)
+		return Identity{}, time.Time{}, fail(ReasonBadClaims, "token lacks the subject claim %q", v.cfg.SubjectClaim)
 	}
 	if id.Tenant == "" {
-		return Identity{}, time.Time{}, fail("token lacks the tenant claim %q", v.cfg.TenantClaim)
+		return Identity{}, time.Time{}, fail(ReasonBadClaims, "token lacks the tenant claim %q", v.cfg.TenantClaim)
 	}
 	return id, std.Expiry.Time(), nil
 }
@@ -387,14 +423,14 @@ func claimTypes(all map[string]any) error {
 	for _, name := range []string{"exp", "nbf", "iat"} {
 		if v, ok := all[name]; ok {
 			if _, num := v.(float64); !num {
-				return fail("claim %q must be a number (seconds since the epoch), got %s", name, jsonType(v))
+				return fail(ReasonBadClaims, "claim %q must be a number (seconds since the epoch), got %s", name, jsonType(v))
 			}
 		}
 	}
 	for _, name := range []string{"iss", "sub", "jti"} {
 		if v, ok := all[name]; ok {
 			if _, str := v.(string); !str {
-				return fail("claim %q must be a string, got %s", name, jsonType(v))
+				return fail(ReasonBadClaims, "claim %q must be a string, got %s", name, jsonType(v))
 			}
 		}
 	}
@@ -403,11 +439,11 @@ func claimTypes(all map[string]any) error {
 	case []any:
 		for _, e := range a {
 			if _, str := e.(string); !str {
-				return fail("claim \"aud\" must be a string or an array of strings, got an array holding %s", jsonType(e))
+				return fail(ReasonBadClaims, "claim \"aud\" must be a string or an array of strings, got an array holding %s", jsonType(e))
 			}
 		}
 	default:
-		return fail("claim \"aud\" must be a string or an array of strings, got %s", jsonType(a))
+		return fail(ReasonBadClaims, "claim \"aud\" must be a string or an array of strings, got %s", jsonType(a))
 	}
 	return nil
 }

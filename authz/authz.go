@@ -57,6 +57,9 @@ func New(cfg Config) (*Authorizer, error) {
 	return &Authorizer{cfg: cfg}, nil
 }
 
+// Metrics returns the metrics of the engine it asks, or nil.
+func (a *Authorizer) Metrics() *decision.Metrics { return a.cfg.Engine.Metrics() }
+
 // Request is what an ext_authz front extracts from the proxied request.
 type Request struct {
 	Method string
@@ -86,6 +89,8 @@ type Result struct {
 	Reason     string // the decision reason; otherwise "unauthenticated", "unavailable", "invalid_path"
 	DecisionID string
 	Message    string            // why, for Unauthenticated, Unavailable and Invalid
+	// AuthFailure is why the token was refused (auth.FailureReasons).
+	AuthFailure string
 	Headers    map[string]string // added upstream when allowed
 }
 
@@ -112,7 +117,8 @@ func (a *Authorizer) Check(ctx context.Context, api decision.API, r Request) Res
 		id, err = a.cfg.Verifier.Verify(ctx, tok)
 	}
 	if err != nil {
-		return Result{Status: Unauthenticated, Reason: "unauthenticated", Message: strings.TrimPrefix(err.Error(), "unauthenticated: ")}
+		return Result{Status: Unauthenticated, Reason: "unauthenticated", Message: strings.TrimPrefix(err.Error(), "unauthenticated: "),
+			AuthFailure: auth.FailureReason(err)}
 	}
 	pol := a.cfg.Policy()
 	switch {

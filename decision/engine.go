@@ -224,6 +224,9 @@ func (e *Engine) SetSnapshot(s *Snapshot) {
 	}
 }
 
+// Metrics returns the metrics the engine records to, or nil.
+func (e *Engine) Metrics() *Metrics { return e.metrics }
+
 // MarkFresh records that the state was known to be current at t.
 func (e *Engine) MarkFresh(t time.Time) { e.fresh.Store(t.UnixNano()) }
 

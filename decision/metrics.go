@@ -23,7 +23,20 @@ type Metrics struct {
 	mu        sync.Mutex
 	durations [numAPIs][numChecks]atomic.Pointer[prometheus.Observer]
 	counts    [numAPIs][numChecks][2][numReasons]atomic.Pointer[prometheus.Counter]
+
+	requests     *prometheus.CounterVec
+	requestCtrs  [len(RequestAPIs)][len(statusCodes) + 1]prometheus.Counter
+	authFailures [len(AuthFronts)]map[string]prometheus.Counter
 }
+
+// RequestAPIs are the api label values of usher_requests_total.
+var RequestAPIs = [...]string{"evaluate", "batch", "compat", "ext_authz_http", "ext_authz_grpc", "health", "status", "metrics", "other"}
+
+// AuthFronts are the front label values of usher_auth_failures_total.
+var AuthFronts = [...]string{"ext_authz_grpc", "ext_authz_http", "evaluate"}
+
+// statusCodes are the HTTP statuses Usher answers with; any other is "other".
+var statusCodes = [...]int{200, 400, 401, 403, 404, 405, 408, 413, 431, 500, 503}
 
 // DurationBuckets start at a microsecond and double up to about a second.
 var DurationBuckets = prometheus.ExponentialBuckets(1e-6, 2, 21)
@@ -47,7 +60,25 @@ func NewMetrics(reg prometheus.Registerer, age func() time.Time) *Metrics {
 	}, []string{"result"})
 	m.hits = cache.WithLabelValues("hit")
 	m.misses = cache.WithLabelValues("miss")
-	reg.MustRegister(m.duration, m.decisions, cache, m.revision, m.records,
+	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "usher_requests_total", Help: "Requests answered, by front and HTTP status (gRPC: the status Envoy returns).",
+	}, []string{"api", "code"})
+	for a, api := range RequestAPIs {
+		for c, code := range statusCodes {
+			m.requestCtrs[a][c] = m.requests.WithLabelValues(api, strconv.Itoa(code))
+		}
+		m.requestCtrs[a][len(statusCodes)] = m.requests.WithLabelValues(api, "other")
+	}
+	failures := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "usher_auth_failures_total", Help: "Bearer tokens refused, by front and reason.",
+	}, []string{"front", "reason"})
+	for f, front := range AuthFronts {
+		m.authFailures[f] = map[string]prometheus.Counter{}
+		for _, r := range authReasons {
+			m.authFailures[f][r] = failures.WithLabelValues(front, r)
+		}
+	}
+	reg.MustRegister(m.duration, m.decisions, cache, m.revision, m.records, m.requests, failures,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "usher_state_age_seconds", Help: "Seconds since the state being served was last known to be current.",
 		}, func() float64 {
@@ -100,3 +131,51 @@ func (m *Metrics) observeDecision(api API, check Check, d Decision, took time.Du
 	}
 	(*c).Inc()
 }
+
+// authReasons mirrors auth.FailureReasons (decision does not import auth).
+var authReasons = [...]string{"missing", "malformed", "unknown_key", "bad_signature", "expired", "not_yet_valid", "wrong_issuer", "wrong_audience", "bad_claims"}
+
+// Request counts one answered request of the api (an index of
+// RequestAPIs) with its HTTP status. Safe for concurrent use; no allocation.
+func (m *Metrics) Request(api int, code int) {
+	if m == nil || api < 0 || api >= len(RequestAPIs) {
+		return
+	}
+	i := len(statusCodes)
+	for j, c := range statusCodes {
+		if c == code {
+			i = j
+			break
+		}
+	}
+	m.requestCtrs[api][i].Inc()
+}
+
+// AuthFailure counts a refused token on a front (an index of AuthFronts).
+func (m *Metrics) AuthFailure(front int, reason string) {
+	if m == nil || front < 0 || front >= len(AuthFronts) {
+		return
+	}
+	if c, ok := m.authFailures[front][reason]; ok {
+		c.Inc()
+	}
+}
+
+// Indexes into RequestAPIs and AuthFronts.
+const (
+	ReqEvaluate = iota
+	ReqBatch
+	ReqCompat
+	ReqExtAuthzHTTP
+	ReqExtAuthzGRPC
+	ReqHealth
+	ReqStatus
+	ReqMetrics
+	ReqOther
+)
+
+const (
+	FrontGRPC = iota
+	FrontHTTP
+	FrontEvaluate
+)

@@ -188,8 +188,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return s.srv.ShutdownWithContext(ctx)
 }
 
-// Handle routes one request. It must not retain ctx.
+// Handle routes one request and counts its answer. It must not retain ctx.
 func (s *Server) Handle(ctx *fasthttp.RequestCtx) {
+	api := s.route(ctx)
+	s.cfg.Engine.Metrics().Request(api, ctx.Response.StatusCode())
+}
+
+// route answers one request and says which api (decision.RequestAPIs) it was.
+func (s *Server) route(ctx *fasthttp.RequestCtx) int {
 	if s.draining.Load() {
 		ctx.SetConnectionClose() // let clients move to another instance
 	}
@@ -199,41 +205,53 @@ func (s *Server) Handle(ctx *fasthttp.RequestCtx) {
 		if s.method(ctx, fasthttp.MethodPost) {
 			s.evaluate(ctx)
 		}
+		return decision.ReqEvaluate
 	case "/v1/evaluate/batch":
 		if s.method(ctx, fasthttp.MethodPost) {
 			s.batch(ctx)
 		}
+		return decision.ReqBatch
 	case "/api/v2/seatLicenseAllocations/evaluate/", "/api/v2/seatLicenseAllocations/evaluate":
 		if s.method(ctx, fasthttp.MethodPost) {
 			s.compat(ctx)
 		}
+		return decision.ReqCompat
 	case "/health/live":
 		if s.method(ctx, fasthttp.MethodGet) {
 			writeJSON(ctx, fasthttp.StatusOK, []byte(`{"status":"ok"}`))
 		}
+		return decision.ReqHealth
 	case "/health/ready":
 		if s.method(ctx, fasthttp.MethodGet) {
 			s.ready(ctx)
 		}
+		return decision.ReqHealth
 	case "/v1/status":
 		if s.method(ctx, fasthttp.MethodGet) {
 			s.status(ctx)
 		}
+		return decision.ReqStatus
 	case "/metrics":
 		if s.metrics != nil && s.method(ctx, fasthttp.MethodGet) {
 			s.metrics(ctx)
 		} else if s.metrics == nil {
 			writeError(ctx, fasthttp.StatusNotFound, "not_found", "no metrics registry configured")
 		}
+		return decision.ReqMetrics
 	default:
 		// Either the normalized or the raw path may name the ext_authz
 		// front; extAuthz reads the raw one and refuses what only one names.
 		if s.cfg.Authorizer != nil && (isExtAuthz(path) || isExtAuthz(ctx.Request.Header.RequestURI())) {
 			s.extAuthz(ctx)
-			return
+			return decision.ReqExtAuthzHTTP
 		}
-		writeError(ctx, fasthttp.StatusNotFound, "not_found", "no such path: "+string(path))
+		shown := string(path)
+		if len(shown) > 64 {
+			shown = fmt.Sprintf("%s… (%d bytes)", shown[:64], len(shown))
+		}
+		writeError(ctx, fasthttp.StatusNotFound, "not_found", "no such path: "+shown)
 	}
+	return decision.ReqOther
 }
 
 // identify verifies the caller's token when EvaluateAuth is on; it writes
@@ -248,6 +266,7 @@ func (s *Server) identify(ctx *fasthttp.RequestCtx) (auth.Identity, bool) {
 		id, err = s.cfg.Verifier.Verify(ctx, tok)
 	}
 	if err != nil {
+		s.cfg.Engine.Metrics().AuthFailure(decision.FrontEvaluate, auth.FailureReason(err))
 		ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="usher"`)
 		writeError(ctx, fasthttp.StatusUnauthorized, "unauthenticated", strings.TrimPrefix(err.Error(), "unauthenticated: "))
 		return id, false
@@ -305,6 +324,7 @@ func (s *Server) extAuthz(ctx *fasthttp.RequestCtx) {
 		b = jsonw.String(b, res.DecisionID)
 		writeJSON(ctx, fasthttp.StatusForbidden, append(b, '}'))
 	case authz.Unauthenticated:
+		s.cfg.Engine.Metrics().AuthFailure(decision.FrontHTTP, res.AuthFailure)
 		ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="usher"`)
 		writeError(ctx, fasthttp.StatusUnauthorized, "unauthenticated", res.Message)
 	case authz.Invalid:
@@ -326,6 +346,7 @@ func (s *Server) method(ctx *fasthttp.RequestCtx, want string) bool {
 }
 
 func (s *Server) transportError(ctx *fasthttp.RequestCtx, err error) {
+	defer func() { s.cfg.Engine.Metrics().Request(decision.ReqOther, ctx.Response.StatusCode()) }()
 	// fasthttp's own messages quote the raw request (headers, tokens and
 	// all): none of it is echoed.
 	var small *fasthttp.ErrSmallBuffer

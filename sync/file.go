@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/usher-authz/usher/decision"
 	"github.com/usher-authz/usher/internal/errlines"
 )
@@ -27,6 +29,8 @@ type FileConfig struct {
 	Fresh func(time.Time)
 	// Logger reports reloads; nil discards.
 	Logger *slog.Logger
+	// Registerer receives usher_state_reloads_total; nil registers none.
+	Registerer prometheus.Registerer
 }
 
 // Validate reports every problem of the configuration.
@@ -53,6 +57,8 @@ type FileFollower struct {
 	seen    fileStamp
 	records int // in the last state loaded
 	lastErr atomic.Pointer[string]
+
+	loaded, rejected prometheus.Counter
 }
 
 type fileStamp struct {
@@ -75,7 +81,12 @@ func NewFileFollower(cfg FileConfig) (*FileFollower, error) {
 	if cfg.Fresh == nil {
 		cfg.Fresh = func(time.Time) {}
 	}
-	return &FileFollower{cfg: cfg}, nil
+	reloads := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "usher_state_reloads_total",
+		Help: "Loads of the state file, by result (a rejected edit keeps the last good state)."}, []string{"result"})
+	if cfg.Registerer != nil {
+		cfg.Registerer.MustRegister(reloads)
+	}
+	return &FileFollower{cfg: cfg, loaded: reloads.WithLabelValues("success"), rejected: reloads.WithLabelValues("failure")}, nil
 }
 
 // LastError returns the error of the last rejected reload since the last
@@ -107,6 +118,7 @@ func (f *FileFollower) Load() error {
 	snap := decision.NewSnapshot(doc, f.rev)
 	f.cfg.Fresh(time.Now())
 	f.cfg.Publish(snap)
+	f.loaded.Inc()
 	f.lastErr.Store(nil)
 	f.cfg.Logger.Info("state loaded", "path", f.cfg.Path, "revision", f.rev, "records", doc.Len(),
 		"took", time.Since(start).Round(time.Millisecond))
@@ -122,6 +134,7 @@ func (f *FileFollower) Load() error {
 }
 
 func (f *FileFollower) fail(err error) error {
+	f.rejected.Inc()
 	s := err.Error()
 	f.lastErr.Store(&s)
 	return err

@@ -131,6 +131,19 @@ func versionString() string {
 	return fmt.Sprintf("usher %s (%s, OPA %s)", version, runtime.Version(), opa)
 }
 
+// vcsRevision is the source revision the binary was built from, if Go
+// recorded it.
+func vcsRevision() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" {
+				return s.Value
+			}
+		}
+	}
+	return "unknown"
+}
+
 // newFlagSet makes a subcommand's flag set whose -h lists every setting
 // with its default and says how the environment and a config file set them.
 func newFlagSet(cmd, args string, out io.Writer) *flag.FlagSet {
@@ -337,6 +350,10 @@ func serve(args []string, stderr io.Writer) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "usher_build_info",
+		Help: "1, labelled with the version, the Go version and the source revision of this binary."}, []string{"version", "goversion", "revision"})
+	buildInfo.WithLabelValues(version, runtime.Version(), vcsRevision()).Set(1)
+	reg.MustRegister(buildInfo)
 	sig, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	// Every goroutine started below is joined before serve returns: the
@@ -429,7 +446,7 @@ func serve(args []string, stderr io.Writer) error {
 	case f.state != "":
 		source = "file"
 		follower, err = statesync.NewFileFollower(statesync.FileConfig{
-			Path: f.state, Publish: engine.SetSnapshot, Fresh: engine.MarkFresh, Logger: log,
+			Path: f.state, Publish: engine.SetSnapshot, Fresh: engine.MarkFresh, Logger: log, Registerer: reg,
 		})
 		if err != nil {
 			return usagef("%v", err)

@@ -38,7 +38,19 @@ func NewService(a *authz.Authorizer) *Service { return &Service{a: a} }
 // Check answers one Envoy check. Denials are answers, not errors: the
 // gRPC call itself succeeds and carries the status for Envoy.
 func (s *Service) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
-	return Response(s.a.Check(ctx, decision.APIExtAuthzGRPC, Request(req))), nil
+	res := s.a.Check(ctx, decision.APIExtAuthzGRPC, Request(req))
+	resp := Response(res)
+	if m := s.a.Metrics(); m != nil {
+		code := 200
+		if d := resp.GetDeniedResponse(); d != nil {
+			code = int(d.GetStatus().GetCode())
+		}
+		m.Request(decision.ReqExtAuthzGRPC, code)
+		if res.Status == authz.Unauthenticated {
+			m.AuthFailure(decision.FrontGRPC, res.AuthFailure)
+		}
+	}
+	return resp, nil
 }
 
 // Request extracts what the authorizer needs from an Envoy CheckRequest.

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -49,6 +50,7 @@ type fixture struct {
 	engine    *decision.Engine
 	verifier  *auth.Verifier
 	semantics string
+	reg       *prometheus.Registry
 }
 
 func setup(t testing.TB) *fixture {
@@ -65,7 +67,10 @@ func setup(t testing.TB) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := decision.NewEngine(decision.Config{})
+	reg := prometheus.NewRegistry()
+	var e *decision.Engine
+	m := decision.NewMetrics(reg, func() time.Time { return e.FreshAt() })
+	e, err = decision.NewEngine(decision.Config{Metrics: m})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,7 +121,7 @@ func setup(t testing.TB) *fixture {
 	go hs.Serve(hl)
 	t.Cleanup(func() { hs.Shutdown(context.Background()) })
 	return &fixture{key: key, grpc: authv3.NewAuthorizationClient(conn), health: healthpb.NewHealthClient(conn),
-		http: "http://" + hl.Addr().String(), authz: a, engine: e, verifier: v}
+		http: "http://" + hl.Addr().String(), authz: a, engine: e, verifier: v, reg: reg}
 }
 
 type answer struct {
@@ -264,6 +269,50 @@ func TestChecks(t *testing.T) {
 	hr, err := f.health.Check(context.Background(), &healthpb.HealthCheckRequest{Service: "envoy.service.auth.v3.Authorization"})
 	if err != nil || hr.GetStatus() != healthpb.HealthCheckResponse_SERVING {
 		t.Errorf("gRPC health = %v, %v; want SERVING", hr.GetStatus(), err)
+	}
+}
+
+// Every answer of both fronts is counted by status, and every refused
+// token by front and reason.
+func TestRequestAndAuthFailureMetrics(t *testing.T) {
+	f := setup(t)
+	expired := "Bearer " + testjwt.Sign(t, f.key, map[string]any{"exp": time.Now().Add(-time.Hour).Unix()})
+	good := "Bearer " + testjwt.Sign(t, f.key, nil)
+	f.viaGRPC(t, "GET", "/docs/doc1", expired)
+	f.viaGRPC(t, "GET", "/docs/doc1", "")
+	f.viaGRPC(t, "GET", "/docs/doc1", good)
+	f.viaGRPC(t, "GET", "/nowhere", good)
+	f.viaHTTP(t, "GET", "/docs/doc1", "Bearer garbage")
+	f.viaHTTP(t, "GET", "/docs/../x", good)
+	for _, c := range []struct {
+		metric string
+		labels []string
+		want   float64
+	}{
+		{"usher_requests_total", []string{"ext_authz_grpc", "401"}, 2},
+		{"usher_requests_total", []string{"ext_authz_grpc", "200"}, 1},
+		{"usher_requests_total", []string{"ext_authz_grpc", "403"}, 1},
+		{"usher_requests_total", []string{"ext_authz_http", "401"}, 1},
+		{"usher_requests_total", []string{"ext_authz_http", "400"}, 1},
+		{"usher_auth_failures_total", []string{"ext_authz_grpc", "expired"}, 1},
+		{"usher_auth_failures_total", []string{"ext_authz_grpc", "missing"}, 1},
+		{"usher_auth_failures_total", []string{"ext_authz_http", "malformed"}, 1},
+	} {
+		mfs, _ := f.reg.Gather()
+		got := -1.0
+		for _, mf := range mfs {
+			if mf.GetName() != c.metric {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				if m.GetLabel()[0].GetValue() == c.labels[0] && m.GetLabel()[1].GetValue() == c.labels[1] { // labels sort by name
+					got = m.GetCounter().GetValue()
+				}
+			}
+		}
+		if got != c.want {
+			t.Errorf("%s%v = %v, want %v", c.metric, c.labels, got, c.want)
+		}
 	}
 }
 
