@@ -88,10 +88,10 @@ type Result struct {
 	Status     Status
 	Reason     string // the decision reason; otherwise "unauthenticated", "unavailable", "invalid_path"
 	DecisionID string
-	Message    string            // why, for Unauthenticated, Unavailable and Invalid
+	Message    string // why, for Unauthenticated, Unavailable and Invalid
 	// AuthFailure is why the token was refused (auth.FailureReasons).
 	AuthFailure string
-	Headers    map[string]string // added upstream when allowed
+	Headers     map[string]string // added upstream when allowed
 }
 
 type checker struct {
