@@ -1,6 +1,7 @@
 // Command usher is the Usher policy-decision sidecar: one binary whose
-// subcommands serve decisions, answer one check offline and print the
-// version.
+// subcommands serve decisions (serve), answer one check offline (eval),
+// write and read the state in Redis (load, put, delete, export), sign
+// tokens to try the mesh fronts (token) and print the version.
 package main
 
 import (
@@ -58,6 +59,7 @@ Usage:
   usher delete [flags] KIND TENANT ID
                                delete one record from Redis
   usher export [flags]         print Redis's state as a state document
+  usher token [flags]          sign a bearer token (and make a key and key set) to try the ext_authz fronts locally
   usher version                print the version
 
 Every flag can also be set as USHER_<FLAG> in the environment
@@ -82,6 +84,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = eval(args[1:], stdout, stderr)
 	case "load", "put", "delete", "export":
 		err = write(args[0], args[1:], stdout, stderr)
+	case "token":
+		err = token(args[1:], stdout, stderr)
 	case "version", "--version", "-version", "-v":
 		fmt.Fprintln(stdout, versionString())
 		return 0
@@ -173,6 +177,7 @@ var commandHelp = map[string]string{
 	"put":    "Validate one record (KIND: license, assignment, entitlement or group) and write it into Redis with its change event.",
 	"delete": "Delete one record from Redis with its change event.",
 	"export": "Print the state Redis holds as a state document (to stdout, or atomically to -o FILE).",
+	"token":  "Sign a bearer token for trying the ext_authz fronts locally; a --key file that does not exist is made (EC P-256), and --jwks-out writes the key set for usher serve --jwks.",
 }
 
 func envName(flag string) string {

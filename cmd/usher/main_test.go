@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -21,6 +22,7 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 
 	"github.com/usher-authz/usher/internal/testjwt"
 	"github.com/usher-authz/usher/internal/testredis"
@@ -636,4 +638,54 @@ func TestSIGTERMDrains(t *testing.T) {
 		t.Errorf("during the drain: %d requests answered, %d dropped, %d clients told to go; want none dropped and all 8 told", total.ok, total.failed, total.draining)
 	}
 	t.Logf("%d batches answered across the shutdown, none dropped", total.ok)
+}
+
+// The local recipe of docs/mesh.md: usher token makes a key, its key set
+// and a token; usher serve --jwks takes them; both fronts answer; gRPC
+// reflection lists the services (what grpcurl needs).
+func TestTokenRecipe(t *testing.T) {
+	dir := t.TempDir()
+	key, jwks := filepath.Join(dir, "key.pem"), filepath.Join(dir, "jwks.json")
+	tok, stderr, code := runUsher(t, "token", "--key", key, "--jwks-out", jwks, "--sub", "erin", "--tenant", "acme")
+	if code != 0 || strings.Count(tok, ".") != 2 || !strings.Contains(stderr, "made a new EC P-256 key") {
+		t.Fatalf("usher token = %q (stderr %q, exit %d)", tok, stderr, code)
+	}
+	frank, _, _ := runUsher(t, "token", "--key", key, "--sub", "frank", "--tenant", "acme") // the same key, reused
+	routes := filepath.Join(dir, "routes.yaml")
+	os.WriteFile(routes, []byte("routes:\n  - {path: \"/editor/*\", seat: editor}\n"), 0o644)
+	grpcAddr := freeAddr(t)
+	p := startServe(t, nil, "--jwks", jwks, "--routes", routes, "--grpc-addr", grpcAddr)
+	for who, want := range map[string]int{strings.TrimSpace(tok): 200, strings.TrimSpace(frank): 403} {
+		req, _ := http.NewRequest("GET", p.base+"/ext_authz/editor/doc", nil)
+		req.Header.Set("Authorization", "Bearer "+who)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("HTTP ext_authz with a token of usher token = %d, want %d", resp.StatusCode, want)
+		}
+	}
+	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	stream, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}})
+	resp, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, s := range resp.GetListServicesResponse().GetService() {
+		names = append(names, s.GetName())
+	}
+	if !slices.Contains(names, "envoy.service.auth.v3.Authorization") {
+		t.Errorf("gRPC reflection lists %v, want the Authorization service", names)
+	}
 }

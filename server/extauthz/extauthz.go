@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
 
 	"github.com/usher-authz/usher/authz"
 	"github.com/usher-authz/usher/decision"
@@ -126,6 +127,7 @@ func NewServer(ctx context.Context, a *authz.Authorizer, ready func() bool, inte
 	authv3.RegisterAuthorizationServer(srv, NewService(a))
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(srv, hs)
+	reflection.Register(srv) // grpcurl and the like work without the protos
 	set := func() {
 		st := healthpb.HealthCheckResponse_NOT_SERVING
 		if ready() {
