@@ -304,7 +304,15 @@ func TestServePolicyHotReload(t *testing.T) {
 
 func runUsher(t *testing.T, args ...string) (string, string, int) {
 	t.Helper()
+	return runUsherEnv(t, nil, args...)
+}
+
+// runUsherEnv runs usher with env added to the environment and returns its
+// stdout, stderr and exit code.
+func runUsherEnv(t *testing.T, env []string, args ...string) (string, string, int) {
+	t.Helper()
 	cmd := exec.Command(binary, args...)
+	cmd.Env = append(os.Environ(), env...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
@@ -400,19 +408,7 @@ func TestServeFollowsRedis(t *testing.T) {
 	state := filepath.Join(t.TempDir(), "state.json")
 	os.WriteFile(state, []byte(stateV1), 0o644)
 	env := []string{"USHER_REDIS_URL=" + url, "USHER_NAMESPACE=" + ns}
-	run := func(args ...string) (string, string, int) {
-		t.Helper()
-		cmd := exec.Command(binary, args...)
-		cmd.Env = append(os.Environ(), env...)
-		var out, errb bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &errb
-		err := cmd.Run()
-		code := 0
-		if ee, ok := err.(*exec.ExitError); ok {
-			code = ee.ExitCode()
-		}
-		return out.String(), errb.String(), code
-	}
+	run := func(args ...string) (string, string, int) { t.Helper(); return runUsherEnv(t, env, args...) }
 	if out, stderr, code := run("load", state); code != 0 || !strings.Contains(out, "1 tenants now hold 2 records") {
 		t.Fatalf("usher load = %q %q exit %d", out, stderr, code)
 	}

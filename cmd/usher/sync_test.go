@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -287,18 +286,7 @@ func TestExportLeavesOutInvalidRecords(t *testing.T) {
 		t.Fatal(err)
 	}
 	env := []string{"USHER_REDIS_URL=" + url, "USHER_NAMESPACE=" + ns}
-	run := func(args ...string) (string, string, int) {
-		cmd := exec.Command(binary, args...)
-		cmd.Env = append(os.Environ(), env...)
-		var out, errb strings.Builder
-		cmd.Stdout, cmd.Stderr = &out, &errb
-		err := cmd.Run()
-		code := 0
-		if ee, ok := err.(*exec.ExitError); ok {
-			code = ee.ExitCode()
-		}
-		return out.String(), errb.String(), code
-	}
+	run := func(args ...string) (string, string, int) { t.Helper(); return runUsherEnv(t, env, args...) }
 	out, stderr, code := run("export")
 	if code != 0 || !strings.Contains(out, `"id":"a9"`) || strings.Contains(out, `"bad"`) ||
 		!strings.Contains(stderr, `field "bad"`) || !strings.Contains(stderr, "status: must be one of") || !strings.Contains(stderr, "1 invalid records left out") {
