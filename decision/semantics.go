@@ -306,7 +306,7 @@ func (t *Tenant) eachHolder(s Principal, scan func(p *principal, viaGroup bool))
 	if si := t.lookup(s); si >= 0 {
 		scan(&t.prins[si], false)
 		var buf [smallClosure]int32
-		for _, g := range t.groupsOf(si, buf[:0]) {
+		for _, g := range t.memberships(si, buf[:0]) {
 			scan(&t.prins[g], true)
 		}
 	}

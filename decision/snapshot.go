@@ -81,10 +81,14 @@ type Tenant struct {
 	licByName map[string][]*License
 	// persons and groups map ids to entries of prins: a check costs one
 	// map lookup for the subject, then slice walks.
-	persons  map[string]int32
-	groups   map[string]int32
-	prins    []principal
-	parents  []int32
+	persons map[string]int32
+	groups  map[string]int32
+	prins   []principal
+	parents []int32
+	// memo[p] remembers principal p's groups (groupsOf) once a check has
+	// walked them, when they are few. In-place edits share it: they keep
+	// the groups and the indexes of existing principals as they are.
+	memo     []atomic.Pointer[[]int32]
 	seatIdx  []int32
 	entIdx   []int32
 	licSeats []int32 // live seats by license, then id
@@ -476,6 +480,7 @@ func buildTenant(in *interner, id string, d *Document, rev uint64) *Tenant {
 			pr.g1++
 		}
 	}
+	t.memo = make([]atomic.Pointer[[]int32], len(t.prins))
 	t.indexSeats()
 	t.indexGrants()
 	return t
@@ -540,8 +545,29 @@ func (t *Tenant) groupsOf(p int32, out []int32) []int32 {
 	return out
 }
 
-// smallClosure is how many groups a walk tracks without a bitmap.
+// smallClosure is how many groups a walk tracks without a bitmap, and
+// the most a memo keeps.
 const smallClosure = 64
+
+// memberships returns the groups principal p belongs to (groupsOf),
+// walking them once per snapshot lineage when they are few; buf is
+// scratch space for a walk.
+func (t *Tenant) memberships(p int32, buf []int32) []int32 {
+	if pr := &t.prins[p]; pr.g0 == pr.g1 {
+		return nil // in no group
+	}
+	if int(p) < len(t.memo) {
+		if m := t.memo[p].Load(); m != nil {
+			return *m
+		}
+	}
+	out := t.groupsOf(p, buf)
+	if int(p) < len(t.memo) && len(out) <= smallClosure {
+		m := slices.Clone(out)
+		t.memo[p].Store(&m)
+	}
+	return out
+}
 
 // index is the id -> prins map of a principal type.
 func (t *Tenant) index(typ PrincipalType) map[string]int32 {
