@@ -403,7 +403,7 @@ func TestServeFollowsRedis(t *testing.T) {
 	t.Cleanup(func() {
 		// Leave nothing behind: delete the namespace's records via the CLI's own writer.
 		exec.Command(binary, "load", "--replace", "--redis-url", url, "--namespace", ns, emptyState(t)).Run()
-		exec.Command("redis-cli", "-u", url, "DEL", "{"+ns+"}:changes", "{"+ns+"}:tenants").Run()
+		exec.Command("redis-cli", "-u", url, "DEL", "{"+ns+"}:changes", "{"+ns+"}:tenants", "{"+ns+"}:epoch").Run()
 	})
 	state := filepath.Join(t.TempDir(), "state.json")
 	os.WriteFile(state, []byte(stateV1), 0o644)
