@@ -82,7 +82,17 @@ func (p *proc) metricsText(t *testing.T) string {
 // further write, apply all ten: the stream was trimmed past its position,
 // so it reloads, and says why.
 func TestServePausedWhileTheStreamIsTrimmed(t *testing.T) {
-	url, ns, w := redisNamespace(t, 50)
+	srv := testredis.Start(t, testredis.Options{})
+	c, err := statesync.NewClient(srv.URL(), "usher-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	url, ns := srv.URL(), "paused"
+	w, err := statesync.NewWriter(statesync.WriterConfig{Client: c, Namespace: ns, StreamMaxLen: 50})
+	if err != nil {
+		t.Fatal(err)
+	}
 	tenSeats(t, w)
 	p := startServe(t, []string{"USHER_REDIS_URL=" + url, "USHER_NAMESPACE=" + ns})
 	for i := range 10 {
