@@ -166,15 +166,6 @@ func (f fasthttpLogger) Printf(format string, args ...any) {
 // Addr returns the configured listen address.
 func (s *Server) Addr() string { return s.cfg.Addr }
 
-// ListenAndServe listens on Config.Addr and serves until Shutdown.
-func (s *Server) ListenAndServe() error {
-	ln, err := net.Listen("tcp", s.cfg.Addr)
-	if err != nil {
-		return fmt.Errorf("http listen: %w", err)
-	}
-	return s.Serve(ln)
-}
-
 // Serve serves on ln until Shutdown.
 func (s *Server) Serve(ln net.Listener) error { return s.srv.Serve(ln) }
 

@@ -66,6 +66,16 @@ func seatOf(i int) string {
 	return fmt.Sprintf(`{"tenant_id": "t1", "subject": {"id": "s%d"}, "seat": {"license": "editor"}}`, i)
 }
 
+// statusOf is the HTTP status of a GET of path, 0 when nothing answers.
+func (p *proc) statusOf(path string) int {
+	resp, err := http.Get(p.base + path)
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
 func (p *proc) metricsText(t *testing.T) string {
 	t.Helper()
 	resp, err := http.Get(p.base + "/metrics")
@@ -244,14 +254,7 @@ func TestServeFileListensBeforeTheLoad(t *testing.T) {
 		t.Skipf("no named pipes here: %v", err)
 	}
 	p := launchServe(t, nil, "--state", fifo)
-	eventually(t, "liveness while the state loads", func() bool {
-		resp, err := http.Get(p.base + "/health/live")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
-	})
+	eventually(t, "liveness while the state loads", func() bool { return p.statusOf("/health/live") == 200 })
 	resp, err := http.Get(p.base + "/health/ready")
 	if err != nil {
 		t.Fatal(err)
@@ -267,14 +270,7 @@ func TestServeFileListensBeforeTheLoad(t *testing.T) {
 	}
 	w.WriteString(stateV1)
 	w.Close()
-	eventually(t, "ready once loaded", func() bool {
-		resp, err := http.Get(p.base + "/health/ready")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
-	})
+	eventually(t, "ready once loaded", func() bool { return p.statusOf("/health/ready") == 200 })
 	if got := p.evaluate(t, u1Editor); got["reason"] != "seat_assigned" {
 		t.Errorf("evaluate after the load = %v", got)
 	}
