@@ -1,4 +1,4 @@
-# Entitlement decisions (DESIGN §3, entitlement rules 1–2).
+# Entitlement decisions (docs/semantics.md, entitlement rules 1–2).
 #
 # The engine gathers the candidate entitlements (on the asset, held by the
 # subject or a group it belongs to, of the requested type or a type that

@@ -1,8 +1,8 @@
-# ext_authz route decisions (DESIGN §5).
+# ext_authz route decisions (docs/mesh.md).
 #
 # Usher matches the request against the route data (--routes; first match
 # wins) and passes the match; this policy turns it into a decision, reaching
-# the state through built-ins that run the §3 semantics and share the
+# the state through built-ins that run the seat and entitlement rules and share the
 # decision cache, as the verified caller (its tenant and app scope):
 #
 #   usher.seat(subject, license)              -> {allowed, reason, decision_id, grant}

@@ -1,4 +1,4 @@
-# Seat decisions (DESIGN §3, seat rules 1–6).
+# Seat decisions (docs/semantics.md, seat rules 1–6).
 #
 # The engine resolves the facts from its state snapshot and passes them as
 # input; this policy orders them into a decision. It must be a pure function

@@ -29,7 +29,7 @@ type evalSeat struct{ License string }
 
 type evalEntitlement struct{ AssetID, Type string }
 
-// ParseEvaluate parses and validates one evaluate body (DESIGN §4). The
+// ParseEvaluate parses and validates one evaluate body (docs/api.md). The
 // returned request does not refer to body.
 func ParseEvaluate(body []byte) (decision.Request, error) {
 	var r decision.Request

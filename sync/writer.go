@@ -247,7 +247,7 @@ type LoadResult struct {
 // Load writes a document. Without replace it merges: each record replaces
 // the stored record of the same kind, tenant and id, others stay. With
 // replace, Redis afterwards holds exactly the document. The merged state
-// is validated as a whole (DESIGN §2) before anything is written; the
+// is validated as a whole (docs/state.md) before anything is written; the
 // touched tenants are then swapped in with one MULTI/EXEC, each with a
 // "tenant" change event, so a load is all-or-nothing.
 func (w *Writer) Load(ctx context.Context, doc *decision.Document, replace bool) (LoadResult, error) {

@@ -1,4 +1,4 @@
-# The same seat and entitlement semantics (DESIGN §3) written all in Rego,
+# The same seat and entitlement semantics (docs/semantics.md) written all in Rego,
 # over the state held in OPA's store, the way a competent OPA user would:
 # indexed lookups (license by id and name, assignments by license and
 # principal, entitlements by asset and principal, group closure and the
