@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"os"
 	"runtime"
 	"strconv"
 	"strings"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/usher-authz/usher/decision"
+	"github.com/usher-authz/usher/internal/semtest"
 	"github.com/usher-authz/usher/policy"
 	"github.com/usher-authz/usher/rego"
 )
@@ -73,12 +73,8 @@ type semantics struct {
 
 func loadSemantics(t testing.TB) semantics {
 	t.Helper()
-	b, err := os.ReadFile("testdata/semantics.json")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var s semantics
-	if err := json.Unmarshal(b, &s); err != nil {
+	if err := json.Unmarshal(semtest.Raw(t), &s); err != nil {
 		t.Fatal(err)
 	}
 	return s

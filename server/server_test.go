@@ -2,13 +2,11 @@ package server_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -19,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/usher-authz/usher/decision"
+	"github.com/usher-authz/usher/internal/semtest"
 	"github.com/usher-authz/usher/policy"
 	"github.com/usher-authz/usher/rego"
 	"github.com/usher-authz/usher/server"
@@ -54,21 +53,7 @@ func startWith(t *testing.T, withState bool, set func(*server.Config)) *fixture 
 	}
 	engine.SetPolicy(p)
 	if withState {
-		raw, err := os.ReadFile("../decision/testdata/semantics.json")
-		if err != nil {
-			t.Fatal(err)
-		}
-		var s struct {
-			State json.RawMessage `json:"state"`
-		}
-		if err := json.Unmarshal(raw, &s); err != nil {
-			t.Fatal(err)
-		}
-		doc, err := decision.ParseDocument(bytes.NewReader(s.State))
-		if err != nil {
-			t.Fatal(err)
-		}
-		engine.SetSnapshot(decision.NewSnapshot(doc, 42))
+		engine.SetSnapshot(decision.NewSnapshot(semtest.Document(t), 42))
 	}
 	cfg := server.Config{Engine: engine, Gatherer: reg,
 		Info: func() server.Info { return server.Info{Source: "file", SyncState: "following"} }}

@@ -3,27 +3,19 @@ package statesync_test
 import (
 	"context"
 	"errors"
-	"os"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/usher-authz/usher/decision"
+	"github.com/usher-authz/usher/internal/semtest"
 	statesync "github.com/usher-authz/usher/sync"
 )
 
 func semanticsState(t *testing.T) string {
 	t.Helper()
-	b, err := os.ReadFile("../decision/testdata/semantics.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := string(b)
-	start := strings.Index(s, `"state": `) + len(`"state": `)
-	end := strings.Index(s, `,
-  "at": `)
-	return s[start:end]
+	return string(semtest.State(t))
 }
 
 func TestLoadExportRoundTrip(t *testing.T) {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"math/rand/v2"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +16,7 @@ import (
 	"github.com/usher-authz/usher/bench/gen"
 	"github.com/usher-authz/usher/bench/opa"
 	"github.com/usher-authz/usher/decision"
+	"github.com/usher-authz/usher/internal/semtest"
 	"github.com/usher-authz/usher/policy"
 	"github.com/usher-authz/usher/rego"
 )
@@ -106,10 +106,7 @@ func TestPeerAgrees(t *testing.T) {
 		t.Errorf("the generated requests reach only %d reasons: %v", len(reasons), reasons)
 	}
 
-	raw, err := os.ReadFile("../../decision/testdata/semantics.json")
-	if err != nil {
-		t.Fatal(err)
-	}
+	raw := semtest.Raw(t)
 	var sem struct {
 		State json.RawMessage `json:"state"`
 		At    string          `json:"at"`

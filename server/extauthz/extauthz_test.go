@@ -2,7 +2,6 @@ package extauthz_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -26,6 +25,7 @@ import (
 	"github.com/usher-authz/usher/auth"
 	"github.com/usher-authz/usher/authz"
 	"github.com/usher-authz/usher/decision"
+	"github.com/usher-authz/usher/internal/semtest"
 	"github.com/usher-authz/usher/internal/testjwt"
 	"github.com/usher-authz/usher/policy"
 	"github.com/usher-authz/usher/rego"
@@ -55,18 +55,8 @@ type fixture struct {
 
 func setup(t testing.TB) *fixture {
 	t.Helper()
-	raw, err := os.ReadFile("../../decision/testdata/semantics.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sem struct {
-		State json.RawMessage `json:"state"`
-	}
-	json.Unmarshal(raw, &sem)
-	doc, err := decision.ParseDocument(bytes.NewReader(sem.State))
-	if err != nil {
-		t.Fatal(err)
-	}
+	doc := semtest.Document(t)
+	var err error
 	reg := prometheus.NewRegistry()
 	var e *decision.Engine
 	m := decision.NewMetrics(reg, func() time.Time { return e.FreshAt() })
