@@ -1,0 +1,148 @@
+package server
+
+// The DataRobot-compatible seat license allocation evaluate.
+
+import (
+	"crypto/sha1"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/usher-authz/usher/decision"
+	"github.com/usher-authz/usher/internal/jsonw"
+)
+
+func (s *Server) compat(ctx *fasthttp.RequestCtx) {
+	if s.stale(ctx) {
+		return
+	}
+	id, ok := s.identify(ctx)
+	if !ok {
+		return
+	}
+	req, err := ParseCompat(ctx.PostBody())
+	if err != nil {
+		writeError(ctx, fasthttp.StatusBadRequest, "invalid_request", message(err))
+		return
+	}
+	if id.Tenant != "" && req.TenantID != id.Tenant {
+		writeError(ctx, fasthttp.StatusForbidden, "forbidden", fmt.Sprintf("orgId: %q is outside the token's tenant %q", req.TenantID, id.Tenant))
+		return
+	}
+	req.AppID = id.App
+	snap := s.cfg.Engine.Snapshot()
+	d, err := s.cfg.Engine.Decide(decision.APICompat, &req)
+	if err != nil {
+		s.engineError(ctx, err)
+		return
+	}
+	var lic *decision.License
+	var t *decision.Tenant
+	if d.LicenseID != "" {
+		if t = snap.Tenant(req.TenantID); t != nil {
+			lic = t.License(d.LicenseID)
+		}
+	}
+	if d.Reason == decision.LicenseNotFound || lic == nil {
+		writeError(ctx, fasthttp.StatusNotFound, "license_not_found",
+			fmt.Sprintf("no seat license %q in org %q", req.License, req.TenantID))
+		return
+	}
+	// The allocation's subjects are the assigned persons the seat rules
+	// allow now (not those denied through a group, say).
+	holds := func(person string) bool {
+		o, err := s.cfg.Engine.Evaluate(snap, &decision.Request{TenantID: req.TenantID, AppID: req.AppID,
+			Subject: decision.Principal{Type: decision.Person, ID: person}, Check: decision.CheckSeat, License: lic.ID})
+		return err == nil && o.Allowed
+	}
+	writeJSON(ctx, fasthttp.StatusOK, appendAllocation(nil, d.Allowed, t, lic, time.Now(), holds))
+}
+
+// AllocationID derives the stable allocation id of a tenant's license as a
+// name-based (version 5 style) UUID.
+func AllocationID(tenant, license string) string {
+	h := sha1.Sum([]byte("usher-seat-allocation\x00" + tenant + "\x00" + license))
+	h[6] = (h[6] & 0x0f) | 0x50
+	h[8] = (h[8] & 0x3f) | 0x80
+	const hex = "0123456789abcdef"
+	var out [36]byte
+	j := 0
+	for i := 0; i < 16; i++ {
+		if i == 4 || i == 6 || i == 8 || i == 10 {
+			out[j] = '-'
+			j++
+		}
+		out[j], out[j+1] = hex[h[i]>>4], hex[h[i]&0xf]
+		j += 2
+	}
+	return string(out[:])
+}
+
+// appendAllocation builds the DataRobot seat license allocation from the
+// license and its person assignments in effect at now whose person holds
+// a seat (holds).
+func appendAllocation(b []byte, allowed bool, t *decision.Tenant, l *decision.License, now time.Time, holds func(person string) bool) []byte {
+	at := decision.InstantOf(now)
+	var holders []*decision.Assignment
+	seen := map[string]bool{}
+	for _, a := range t.LicenseAssignments(l.ID) {
+		if a.AssigneeType == decision.Person && a.Reservation != decision.Denied && a.Status == decision.StatusActive &&
+			(!a.ValidFrom.Set() || a.ValidFrom <= at) && (!a.ExpiresAt.Set() || at < a.ExpiresAt) &&
+			!seen[a.AssigneeID] && holds(a.AssigneeID) {
+			seen[a.AssigneeID] = true
+			holders = append(holders, a)
+		}
+	}
+	limit := l.SeatLimit // -1: unlimited
+	created, updated := l.CreatedAt, l.UpdatedAt
+	if !created.Set() {
+		created = 0
+	}
+	if !updated.Set() {
+		updated = created
+	}
+	b = append(b, `{"allowed":`...)
+	b = jsonw.Bool(b, allowed)
+	b = append(b, `,"seatLicenseAllocation":{"id":`...)
+	b = jsonw.String(b, AllocationID(t.ID, l.ID))
+	b = append(b, `,"orgId":`...)
+	b = jsonw.String(b, t.ID)
+	b = append(b, `,"limit":`...)
+	b = strconv.AppendInt(b, limit, 10)
+	b = append(b, `,"currentAllocation":`...)
+	b = strconv.AppendInt(b, int64(len(holders)), 10)
+	b = append(b, `,"seatLicense":{"id":`...)
+	b = jsonw.String(b, l.ID)
+	b = append(b, `,"name":`...)
+	b = jsonw.String(b, l.Name)
+	b = append(b, `,"description":`...)
+	b = jsonw.String(b, l.Description)
+	b = append(b, `,"limit":`...)
+	b = strconv.AppendInt(b, limit, 10)
+	b = append(b, `,"currentAllocation":`...)
+	b = strconv.AppendInt(b, int64(len(holders)), 10)
+	b = append(b, `,"createdAt":`...)
+	b = created.AppendJSON(b)
+	b = append(b, `},"subjects":[`...)
+	for i, a := range holders {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"subjectId":`...)
+		b = jsonw.String(b, a.AssigneeID)
+		b = append(b, `,"subjectType":"user","createdAt":`...)
+		ts := a.AssignedAt
+		if !ts.Set() {
+			ts = created
+		}
+		b = ts.AppendJSON(b)
+		b = append(b, '}')
+	}
+	b = append(b, `],"createdAt":`...)
+	b = created.AppendJSON(b)
+	b = append(b, `,"updatedAt":`...)
+	b = updated.AppendJSON(b)
+	return append(b, "}}"...)
+}

@@ -1,0 +1,211 @@
+package server
+
+// The decision endpoints: /v1/evaluate and /v1/evaluate/batch.
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/usher-authz/usher/decision"
+	"github.com/usher-authz/usher/internal/jsonscan"
+	"github.com/usher-authz/usher/internal/jsonw"
+)
+
+// tooOld reports the state's age and whether it is past MaxStaleness.
+func (s *Server) tooOld() (time.Duration, bool) {
+	if s.cfg.MaxStaleness <= 0 || s.cfg.Engine.Snapshot() == nil {
+		return 0, false
+	}
+	age := time.Since(s.cfg.Engine.FreshAt())
+	return age, age > s.cfg.MaxStaleness
+}
+
+// stale answers 503 when the state is older than MaxStaleness.
+func (s *Server) stale(ctx *fasthttp.RequestCtx) bool {
+	age, old := s.tooOld()
+	if !old {
+		return false
+	}
+	writeError(ctx, fasthttp.StatusServiceUnavailable, "state_stale",
+		fmt.Sprintf("the state was last known current %s ago, over the %s max-staleness", age.Round(time.Millisecond), s.cfg.MaxStaleness))
+	return true
+}
+
+func (s *Server) evaluate(ctx *fasthttp.RequestCtx) {
+	if s.stale(ctx) {
+		return
+	}
+	id, ok := s.identify(ctx)
+	if !ok {
+		return
+	}
+	var req decision.Request
+	if err := parseEvaluateInto(ctx.PostBody(), "", id.Tenant, &req); err != nil {
+		writeError(ctx, fasthttp.StatusBadRequest, "invalid_request", message(err))
+		return
+	}
+	if err := scope(id, &req, ""); err != nil {
+		writeError(ctx, fasthttp.StatusForbidden, "forbidden", err.Error())
+		return
+	}
+	d, err := s.cfg.Engine.Decide(decision.APIEvaluate, &req)
+	if err != nil {
+		s.engineError(ctx, err)
+		return
+	}
+	var scratch [384]byte
+	writeJSON(ctx, fasthttp.StatusOK, AppendDecision(scratch[:0], &d))
+}
+
+func (s *Server) engineError(ctx *fasthttp.RequestCtx, err error) {
+	switch {
+	case errors.Is(err, decision.ErrNoState):
+		writeError(ctx, fasthttp.StatusServiceUnavailable, "no_state", "no state snapshot loaded yet")
+	case errors.Is(err, decision.ErrNoPolicy):
+		writeError(ctx, fasthttp.StatusServiceUnavailable, "no_policy", "no policy compiled yet")
+	default:
+		s.cfg.Logger.Error("decision failed", "error", err)
+		writeError(ctx, fasthttp.StatusInternalServerError, "internal", "decision failed")
+	}
+}
+
+func (s *Server) batch(ctx *fasthttp.RequestCtx) {
+	if s.stale(ctx) {
+		return
+	}
+	id, ok := s.identify(ctx)
+	if !ok {
+		return
+	}
+	checks, ok := batchChecks(ctx.PostBody())
+	if !ok {
+		var err error
+		if checks, err = readBatch(ctx.PostBody()); err != nil {
+			writeError(ctx, fasthttp.StatusBadRequest, "invalid_request", message(err))
+			return
+		}
+	}
+	if len(checks) > MaxBatchChecks {
+		writeError(ctx, fasthttp.StatusBadRequest, "invalid_request",
+			fmt.Sprintf("checks: at most %d checks per batch, got %d", MaxBatchChecks, len(checks)))
+		return
+	}
+	if !s.cfg.Engine.Ready() {
+		s.engineError(ctx, readinessError(s.cfg.Engine))
+		return
+	}
+	bp := batchBufs.Get().(*[]byte)
+	out := append((*bp)[:0], `{"results":[`...)
+	for i, raw := range checks {
+		if i > 0 {
+			out = append(out, ',')
+		}
+		var req decision.Request
+		// Errors name the check; the prefix is built only for them.
+		if parseEvaluateInto(raw, "", id.Tenant, &req) != nil {
+			out = appendErrorObject(out, "invalid_request", message(parseEvaluateInto(raw, checkPrefix(i), id.Tenant, &req)))
+			continue
+		}
+		if scope(id, &req, "") != nil {
+			out = appendErrorObject(out, "forbidden", scope(id, &req, checkPrefix(i)).Error())
+			continue
+		}
+		d, err := s.cfg.Engine.Decide(decision.APIBatch, &req)
+		if err != nil {
+			out = appendErrorObject(out, "unavailable", err.Error())
+			continue
+		}
+		out = AppendDecision(out, &d)
+	}
+	out = append(out, "]}"...)
+	writeJSON(ctx, fasthttp.StatusOK, out)
+	if cap(out) <= 1<<20 { // a rare huge batch does not stay pooled
+		*bp = out
+		batchBufs.Put(bp)
+	}
+}
+
+func checkPrefix(i int) string { return "checks[" + strconv.Itoa(i) + "]." }
+
+var batchBufs = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
+
+// batchChecks finds the checks of a batch body in place: an object whose
+// one key is "checks", holding an array. Anything else (and anything the
+// scanner does not read) goes to encoding/json, which also words errors.
+func batchChecks(body []byte) ([][]byte, bool) {
+	p := jsonscan.Scanner{Buf: body}
+	if !p.Byte('{') {
+		return nil, false
+	}
+	var checks [][]byte
+	seen := false
+	var keys keySet
+	ok := p.Object(func(key string) bool {
+		if !keys.add(key) {
+			return false
+		}
+		if key != "checks" {
+			return p.Skip()
+		}
+		if !p.Byte('[') {
+			return false
+		}
+		seen, checks = true, [][]byte{}
+		if p.Byte(']') {
+			return true
+		}
+		for {
+			p.WS()
+			start := p.I
+			if !p.Skip() { // a full read: the body is valid JSON
+				return false
+			}
+			checks = append(checks, body[start:p.I])
+			if p.Byte(',') {
+				continue
+			}
+			return p.Byte(']')
+		}
+	})
+	if !ok || !seen || !p.Done() {
+		return nil, false
+	}
+	return checks, true
+}
+
+// AppendDecision appends the JSON answer to an evaluate request.
+func AppendDecision(b []byte, d *decision.Decision) []byte {
+	b = append(b, `{"allowed":`...)
+	b = jsonw.Bool(b, d.Allowed)
+	b = append(b, `,"reason":"`...)
+	b = append(b, d.Reason.String()...)
+	b = append(b, `","decision_id":"`...)
+	b = d.ID.AppendText(b)
+	b = append(b, `","revision":`...)
+	b = strconv.AppendUint(b, d.Revision, 10)
+	if d.Allowed {
+		b = append(b, `,"grant":{"id":`...)
+		b = jsonw.String(b, d.Grant.ID)
+		b = append(b, `,"via_group":`...)
+		b = jsonw.NullString(b, d.Grant.ViaGroup)
+		b = append(b, '}')
+	}
+	return append(b, '}')
+}
+
+func appendErrorObject(b []byte, code, msg string) []byte {
+	b = append(b, `{"error":{"code":`...)
+	b = jsonw.String(b, code)
+	b = append(b, `,"message":`...)
+	b = jsonw.String(b, msg)
+	return append(b, "}}"...)
+}
+
+// message flattens joined errors into one line.
+func message(err error) string { return strings.ReplaceAll(err.Error(), "\n", "; ") }
