@@ -298,6 +298,44 @@ type serveFlags struct {
 	syncVerify                                      time.Duration
 }
 
+// validate runs every check across serve's settings, before anything
+// starts, and reports every problem, each named.
+func (f *serveFlags) validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if f.cacheEntries == 0 {
+		bad("cache-entries: must be positive, or -1 to disable the cache")
+	}
+	if f.cacheMaxBytes <= 0 {
+		bad("cache-max-bytes: must be positive")
+	}
+	if f.decisionLog == "" && f.decisionLogSample != 1 {
+		bad("decision-log-sample: only applies with --decision-log")
+	}
+	if f.jwks == "" && (f.routes != "" || f.evaluateAuth) {
+		bad("jwks: --routes and --evaluate-auth verify bearer tokens and need a key set (--jwks FILE|URL)")
+	}
+	if f.state != "" && f.redisURL != "" {
+		bad("state and redis-url: give one source of state, not both")
+	}
+	if f.snapshotFile != "" && f.redisURL == "" {
+		bad("snapshot-file: only applies with --redis-url")
+	}
+	if f.redisURL == "" && f.syncVerify != time.Second {
+		bad("sync-verify-interval: only applies with --redis-url")
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"max-staleness", f.maxStaleness}, {"shutdown-timeout", f.drain}, {"shutdown-delay", f.shutdownDelay},
+		{"snapshot-interval", f.snapshotInterval}, {"sync-verify-interval", f.syncVerify}, {"jwt-leeway", f.leeway}, {"jwks-refresh", f.jwksRefresh}} {
+		if d.v < 0 {
+			bad("%s: must not be negative, got %s", d.name, d.v)
+		}
+	}
+	return errors.Join(errs...)
+}
+
 func serve(args []string, stderr io.Writer) error {
 	fs := newFlagSet("serve", "", stderr)
 	var f serveFlags
@@ -338,20 +376,14 @@ func serve(args []string, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		return usagef("serve takes no arguments, got %q", fs.Args())
 	}
+	if err := f.validate(); err != nil {
+		return usageError{err}
+	}
 	log, err := newLogger(stderr, f.logLevel, f.logFormat)
 	if err != nil {
 		return err
 	}
 	redis.SetLogger(redisLog{log})
-	if f.cacheEntries == 0 {
-		return usagef("cache-entries: must be positive, or -1 to disable the cache")
-	}
-	if f.cacheMaxBytes <= 0 {
-		return usagef("cache-max-bytes: must be positive")
-	}
-	if f.decisionLog == "" && f.decisionLogSample != 1 {
-		return usagef("decision-log-sample: only applies with --decision-log")
-	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -403,9 +435,6 @@ func serve(args []string, stderr io.Writer) error {
 	}
 	wg.Go(func() { reloader.Run(ctx) })
 
-	if f.jwks == "" && (f.routes != "" || f.evaluateAuth) {
-		return usagef("jwks: --routes and --evaluate-auth verify bearer tokens and need a key set (--jwks FILE|URL)")
-	}
 	var verifier *auth.Verifier
 	var routes *policy.Routes
 	if f.jwks != "" {
@@ -422,12 +451,6 @@ func serve(args []string, stderr io.Writer) error {
 		} else {
 			log.Warn("no --routes: every ext_authz request is denied no_route")
 		}
-	}
-	if f.state != "" && f.redisURL != "" {
-		return usagef("state and redis-url: give one source of state, not both")
-	}
-	if f.snapshotFile != "" && f.redisURL == "" {
-		return usagef("snapshot-file: only applies with --redis-url")
 	}
 	source := "demo"
 	var follower *statesync.FileFollower

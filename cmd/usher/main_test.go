@@ -390,6 +390,15 @@ func TestEvalAndVersion(t *testing.T) {
 	if _, direct, _ := runUsher(t, "serve", "-h"); code != 0 || help != direct || !strings.Contains(help, "-sync-verify-interval") {
 		t.Errorf("usher help serve = %q (exit %d), want what usher serve -h prints", help, code)
 	}
+	// Every problem across serve's settings at once, before anything starts.
+	_, stderr, code = runUsher(t, "serve", "--routes", "x.yaml", "--state", "a.json", "--redis-url", "redis://127.0.0.1:1",
+		"--decision-log-sample", "0.5", "--shutdown-delay", "-1s")
+	for _, want := range []string{"usher: decision-log-sample: only applies with --decision-log", "usher: jwks: --routes",
+		"usher: state and redis-url: give one source", "usher: shutdown-delay: must not be negative"} {
+		if code != 2 || !strings.Contains(stderr, want) {
+			t.Errorf("usher serve with four bad settings: exit %d stderr %q, want 2 and %q", code, stderr, want)
+		}
+	}
 	for _, v := range []string{"-v", "--version"} {
 		if out, _, code := runUsher(t, v); code != 0 || !strings.HasPrefix(out, "usher ") {
 			t.Errorf("usher %s = %q, exit %d", v, out, code)
