@@ -128,3 +128,44 @@ func TestDocExamples(t *testing.T) {
 		}
 	}
 }
+
+// The Go code the docs show is the compiled examples' code: every line of
+// a go block in app-developers.md and backend.md is a line of
+// server/example_test.go or sync/example_test.go.
+func TestDocGoSnippetsAreExamples(t *testing.T) {
+	var examples strings.Builder
+	for _, f := range []string{"../../server/example_test.go", "../../sync/example_test.go"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		examples.Write(b)
+	}
+	have := map[string]bool{}
+	for _, l := range strings.Split(examples.String(), "\n") {
+		have[strings.TrimSpace(l)] = true
+	}
+	for _, doc := range []string{"../../docs/app-developers.md", "../../docs/backend.md"} {
+		b, err := os.ReadFile(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		in, n := false, 0
+		for i, l := range strings.Split(string(b), "\n") {
+			switch {
+			case strings.HasPrefix(l, "```go"):
+				in = true
+			case strings.HasPrefix(l, "```"):
+				in = false
+			case in && strings.TrimSpace(l) != "":
+				n++
+				if !have[strings.TrimSpace(l)] {
+					t.Errorf("%s:%d shows code no example has: %s", filepath.Base(doc), i+1, l)
+				}
+			}
+		}
+		if n == 0 {
+			t.Errorf("%s has no go block", doc)
+		}
+	}
+}
