@@ -14,12 +14,11 @@ import (
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	"github.com/usher-authz/usher/extauthz"
 	"go.yaml.in/yaml/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"encoding/json"
-
-	"github.com/usher-authz/usher/policy"
 )
 
 func TestEnvoyConfigs(t *testing.T) {
@@ -55,7 +54,7 @@ func TestEnvoyConfigs(t *testing.T) {
 }
 
 func TestRoutesAndIstio(t *testing.T) {
-	if _, err := policy.LoadRoutes("envoy/routes.yaml"); err != nil {
+	if _, err := extauthz.LoadRoutes("envoy/routes.yaml"); err != nil {
 		t.Error(err)
 	}
 	files, _ := filepath.Glob("istio/*.yaml")

@@ -2,7 +2,5 @@
 // once over every fact vector the engine can produce (so a decision costs
 // a table lookup, not a Rego evaluation), and hot-reloads a policy
 // directory, keeping the last good revision when a new one fails. It also
-// holds the route table of the ext_authz fronts (Routes, SplitPath: how a
-// request path is read and matched) and the usher.seat / usher.entitled
-// built-ins the route policy calls.
+// holds the usher.seat / usher.entitled built-ins the route policy calls.
 package policy

@@ -16,9 +16,10 @@ import (
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttpadaptor"
 
-	"github.com/usher-authz/usher/auth"
-	"github.com/usher-authz/usher/authz"
 	"github.com/usher-authz/usher/decision"
+	"github.com/usher-authz/usher/extauthz"
+	"github.com/usher-authz/usher/extauthz/httpfront"
+	"github.com/usher-authz/usher/jwtauth"
 )
 
 // Defaults of Config.
@@ -64,9 +65,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Authorizer answers Envoy's HTTP ext_authz checks under /ext_authz/;
 	// nil answers 404 there.
-	Authorizer *authz.Authorizer
+	Authorizer *extauthz.Authorizer
 	// Verifier checks bearer tokens for EvaluateAuth.
-	Verifier *auth.Verifier
+	Verifier *jwtauth.Verifier
 	// EvaluateAuth makes /v1/evaluate, batch and the compat endpoint
 	// require a verified bearer token, whose tenant and app scope they use.
 	EvaluateAuth bool
@@ -227,8 +228,8 @@ func (s *Server) route(ctx *fasthttp.RequestCtx) int {
 	default:
 		// Either the normalized or the raw path may name the ext_authz
 		// front; extAuthz reads the raw one and refuses what only one names.
-		if s.cfg.Authorizer != nil && (isExtAuthz(path) || isExtAuthz(ctx.Request.Header.RequestURI())) {
-			s.extAuthz(ctx)
+		if s.cfg.Authorizer != nil && (httpfront.Is(path) || httpfront.Is(ctx.Request.Header.RequestURI())) {
+			httpfront.Handle(ctx, s.cfg.Authorizer)
 			return decision.ReqExtAuthzHTTP
 		}
 		shown := string(path)
@@ -242,17 +243,17 @@ func (s *Server) route(ctx *fasthttp.RequestCtx) int {
 
 // identify verifies the caller's token when EvaluateAuth is on; it writes
 // 401 and reports false when the token does not verify.
-func (s *Server) identify(ctx *fasthttp.RequestCtx) (auth.Identity, bool) {
+func (s *Server) identify(ctx *fasthttp.RequestCtx) (jwtauth.Identity, bool) {
 	if !s.cfg.EvaluateAuth {
-		return auth.Identity{}, true
+		return jwtauth.Identity{}, true
 	}
-	tok, err := auth.BearerToken(string(ctx.Request.Header.Peek("Authorization")))
-	var id auth.Identity
+	tok, err := jwtauth.BearerToken(string(ctx.Request.Header.Peek("Authorization")))
+	var id jwtauth.Identity
 	if err == nil {
 		id, err = s.cfg.Verifier.Verify(ctx, tok)
 	}
 	if err != nil {
-		s.cfg.Engine.Metrics().AuthFailure(decision.FrontEvaluate, auth.FailureReason(err))
+		s.cfg.Engine.Metrics().AuthFailure(decision.FrontEvaluate, jwtauth.FailureReason(err))
 		ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="usher"`)
 		writeError(ctx, fasthttp.StatusUnauthorized, "unauthenticated", strings.TrimPrefix(err.Error(), "unauthenticated: "))
 		return id, false
@@ -261,7 +262,7 @@ func (s *Server) identify(ctx *fasthttp.RequestCtx) (auth.Identity, bool) {
 }
 
 // scope holds a request to the verified caller's tenant and app scope.
-func scope(id auth.Identity, r *decision.Request, prefix string) error {
+func scope(id jwtauth.Identity, r *decision.Request, prefix string) error {
 	if id.Tenant == "" {
 		return nil
 	}

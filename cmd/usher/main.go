@@ -33,13 +33,13 @@ import (
 	"go.yaml.in/yaml/v3"
 	"google.golang.org/grpc"
 
-	"github.com/usher-authz/usher/auth"
-	"github.com/usher-authz/usher/authz"
 	"github.com/usher-authz/usher/decision"
+	"github.com/usher-authz/usher/extauthz"
+	"github.com/usher-authz/usher/extauthz/grpcfront"
 	"github.com/usher-authz/usher/internal/errlines"
+	"github.com/usher-authz/usher/jwtauth"
 	"github.com/usher-authz/usher/policy"
 	"github.com/usher-authz/usher/server"
-	"github.com/usher-authz/usher/server/extauthz"
 	statesync "github.com/usher-authz/usher/sync"
 )
 
@@ -346,7 +346,7 @@ func serve(args []string, stderr io.Writer) error {
 	fs.DurationVar(&f.snapshotInterval, "snapshot-interval", 10*time.Second, "with --snapshot-file: rewrite the file at most this often")
 	fs.DurationVar(&f.syncVerify, "sync-verify-interval", time.Second, "with --redis-url: prove at least this often that the change stream still continues from the applied position (else reload in full); a Redis that does not answer within this plus 1s is an outage")
 	fs.DurationVar(&f.maxStaleness, "max-staleness", 0, "answer 503 state_stale and fail readiness once the state was last known current longer ago than this (0: off)")
-	fs.StringVar(&f.grpcAddr, "grpc-addr", extauthz.DefaultAddr, "gRPC listen address of the Envoy ext_authz service (started with --jwks)")
+	fs.StringVar(&f.grpcAddr, "grpc-addr", grpcfront.DefaultAddr, "gRPC listen address of the Envoy ext_authz service (started with --jwks)")
 	fs.StringVar(&f.routes, "routes", "", "route data (YAML or JSON) for the ext_authz fronts: which route needs which seat or entitlement")
 	fs.StringVar(&f.jwks, "jwks", "", "JSON Web Key Set (file or http(s) URL) that verifies bearer tokens; turns on the ext_authz fronts")
 	fs.StringVar(&f.issuer, "jwt-issuer", "", "required iss of tokens (empty: not checked)")
@@ -435,17 +435,17 @@ func serve(args []string, stderr io.Writer) error {
 	}
 	wg.Go(func() { reloader.Run(ctx) })
 
-	var verifier *auth.Verifier
-	var routes *policy.Routes
+	var verifier *jwtauth.Verifier
+	var routes *extauthz.Routes
 	if f.jwks != "" {
-		verifier, err = auth.NewVerifier(ctx, auth.Config{JWKS: f.jwks, Issuer: f.issuer, Audience: f.audience,
+		verifier, err = jwtauth.NewVerifier(ctx, jwtauth.Config{JWKS: f.jwks, Issuer: f.issuer, Audience: f.audience,
 			SubjectClaim: f.subClaim, TenantClaim: f.tenantClaim, AppClaim: f.appClaim, Leeway: f.leeway, Refresh: f.jwksRefresh, Logger: log})
 		if err != nil {
 			return usageError{err}
 		}
 		wg.Go(func() { verifier.Run(ctx) })
 		if f.routes != "" {
-			if routes, err = policy.LoadRoutes(f.routes); err != nil {
+			if routes, err = extauthz.LoadRoutes(f.routes); err != nil {
 				return usageError{err}
 			}
 		} else {
@@ -490,9 +490,9 @@ func serve(args []string, stderr io.Writer) error {
 		log.Info("serving the embedded demo state; use --state FILE for your own", "records", snap.Len())
 	}
 
-	var authorizer *authz.Authorizer
+	var authorizer *extauthz.Authorizer
 	if verifier != nil {
-		if authorizer, err = authz.New(authz.Config{Engine: engine, Policy: reloader.Current, Routes: routes, Verifier: verifier, Logger: log}); err != nil {
+		if authorizer, err = extauthz.New(extauthz.Config{Engine: engine, Policy: reloader.Current, Routes: routes, Verifier: verifier, Logger: log}); err != nil {
 			return usageError{err}
 		}
 	}
@@ -558,7 +558,7 @@ func serve(args []string, stderr io.Writer) error {
 	}
 	var grpcSrv *grpc.Server
 	if authorizer != nil {
-		grpcSrv = extauthz.NewServer(sig, authorizer, engine.Ready, 500*time.Millisecond)
+		grpcSrv = grpcfront.NewServer(sig, authorizer, engine.Ready, 500*time.Millisecond)
 		wg.Go(func() { errc <- grpcSrv.Serve(grpcLn) })
 		log.Info("ext_authz serving", "grpc", f.grpcAddr, "http", f.httpAddr+"/ext_authz/", "routes", routes.Len())
 	}

@@ -1,8 +1,8 @@
-// Package extauthz is Envoy's gRPC external authorization service
+// Package grpcfront is Envoy's gRPC external authorization service
 // (envoy.service.auth.v3.Authorization/Check) over the authz core: it only
-// converts Envoy's CheckRequest into an authz.Request and the answer into
+// converts Envoy's CheckRequest into an extauthz.Request and the answer into
 // a CheckResponse, so go-control-plane stays out of the engine.
-package extauthz
+package grpcfront
 
 import (
 	"context"
@@ -19,9 +19,8 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
-	"github.com/usher-authz/usher/authz"
 	"github.com/usher-authz/usher/decision"
-	"github.com/usher-authz/usher/internal/jsonw"
+	"github.com/usher-authz/usher/extauthz"
 )
 
 // DefaultAddr is the default gRPC listen address.
@@ -30,11 +29,11 @@ const DefaultAddr = "127.0.0.1:8701"
 // Service implements the Authorization service.
 type Service struct {
 	authv3.UnimplementedAuthorizationServer
-	a *authz.Authorizer
+	a *extauthz.Authorizer
 }
 
 // NewService wraps an authorizer.
-func NewService(a *authz.Authorizer) *Service { return &Service{a: a} }
+func NewService(a *extauthz.Authorizer) *Service { return &Service{a: a} }
 
 // Check answers one Envoy check. Denials are answers, not errors: the
 // gRPC call itself succeeds and carries the status for Envoy.
@@ -47,7 +46,7 @@ func (s *Service) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.
 			code = int(d.GetStatus().GetCode())
 		}
 		m.Request(decision.ReqExtAuthzGRPC, code)
-		if res.Status == authz.Unauthenticated {
+		if res.Status == extauthz.Unauthenticated {
 			m.AuthFailure(decision.FrontGRPC, res.AuthFailure)
 		}
 	}
@@ -55,9 +54,9 @@ func (s *Service) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.
 }
 
 // Request extracts what the authorizer needs from an Envoy CheckRequest.
-func Request(req *authv3.CheckRequest) authz.Request {
+func Request(req *authv3.CheckRequest) extauthz.Request {
 	h := req.GetAttributes().GetRequest().GetHttp()
-	return authz.Request{Method: h.GetMethod(), Path: h.GetPath(), Authorization: h.GetHeaders()["authorization"]}
+	return extauthz.Request{Method: h.GetMethod(), Path: h.GetPath(), Authorization: h.GetHeaders()["authorization"]}
 }
 
 func header(k, v string) *corev3.HeaderValueOption {
@@ -67,60 +66,37 @@ func header(k, v string) *corev3.HeaderValueOption {
 	}
 }
 
-// Response converts an authorizer result into Envoy's CheckResponse.
-func Response(r authz.Result) *authv3.CheckResponse {
-	if r.Status == authz.Allowed {
-		hs := []*corev3.HeaderValueOption{header("x-usher-decision-id", r.DecisionID)}
-		for k, v := range r.Headers {
-			hs = append(hs, header(k, v))
-		}
+// Response converts an authorizer result into Envoy's CheckResponse, as
+// the result's Reply encodes it.
+func Response(r extauthz.Result) *authv3.CheckResponse {
+	rep := r.Reply()
+	hs := make([]*corev3.HeaderValueOption, len(rep.Headers))
+	for i, h := range rep.Headers {
+		hs[i] = header(h.Key, h.Value)
+	}
+	if r.Status == extauthz.Allowed {
 		return &authv3.CheckResponse{
 			Status:       &status.Status{Code: int32(codes.OK)},
 			HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{Headers: hs}},
 		}
 	}
-	code, httpCode := codes.PermissionDenied, typev3.StatusCode_Forbidden
-	hs := []*corev3.HeaderValueOption{header("content-type", "application/json")}
-	var body []byte
-	switch r.Status {
-	case authz.Denied:
-		hs = append(hs, header("x-usher-decision-id", r.DecisionID))
-		body = append(body, `{"allowed":false,"reason":`...)
-		body = jsonw.String(body, r.Reason)
-		body = append(body, `,"decision_id":`...)
-		body = jsonw.String(body, r.DecisionID)
-		body = append(body, '}')
-	case authz.Unauthenticated:
-		code, httpCode = codes.Unauthenticated, typev3.StatusCode_Unauthorized
-		hs = append(hs, header("www-authenticate", `Bearer realm="usher"`))
-		body = errorBody("unauthenticated", r.Message)
-	case authz.Invalid:
-		code, httpCode = codes.InvalidArgument, typev3.StatusCode_BadRequest
-		body = errorBody(r.Reason, r.Message)
-	default:
-		code, httpCode = codes.Unavailable, typev3.StatusCode_ServiceUnavailable
-		body = errorBody("unavailable", r.Message)
+	code := map[extauthz.Status]codes.Code{extauthz.Denied: codes.PermissionDenied, extauthz.Unauthenticated: codes.Unauthenticated,
+		extauthz.Invalid: codes.InvalidArgument}[r.Status]
+	if code == codes.OK {
+		code = codes.Unavailable
 	}
 	return &authv3.CheckResponse{
 		Status: &status.Status{Code: int32(code), Message: r.Reason},
 		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
-			Status: &typev3.HttpStatus{Code: httpCode}, Headers: hs, Body: string(body),
+			Status: &typev3.HttpStatus{Code: typev3.StatusCode(rep.Status)}, Headers: hs, Body: string(rep.Body),
 		}},
 	}
-}
-
-func errorBody(code, msg string) []byte {
-	b := []byte(`{"error":{"code":`)
-	b = jsonw.String(b, code)
-	b = append(b, `,"message":`...)
-	b = jsonw.String(b, msg)
-	return append(b, "}}"...)
 }
 
 // NewServer returns a gRPC server with the Authorization service and the
 // standard health service, which reports SERVING while ready() holds
 // (rechecked every interval until ctx ends).
-func NewServer(ctx context.Context, a *authz.Authorizer, ready func() bool, interval time.Duration) *grpc.Server {
+func NewServer(ctx context.Context, a *extauthz.Authorizer, ready func() bool, interval time.Duration) *grpc.Server {
 	// Reused stream workers keep the stacks a Rego evaluation grew, instead
 	// of growing a fresh goroutine's stack on every call.
 	srv := grpc.NewServer(grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))))

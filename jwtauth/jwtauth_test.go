@@ -1,4 +1,4 @@
-package auth_test
+package jwtauth_test
 
 import (
 	"context"
@@ -13,13 +13,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/usher-authz/usher/auth"
 	"github.com/usher-authz/usher/internal/testjwt"
+	"github.com/usher-authz/usher/jwtauth"
 )
 
-func verifier(t *testing.T, jwksPath string) *auth.Verifier {
+func verifier(t *testing.T, jwksPath string) *jwtauth.Verifier {
 	t.Helper()
-	v, err := auth.NewVerifier(context.Background(), auth.Config{JWKS: jwksPath, Issuer: "https://issuer.test", Audience: "usher", Leeway: 5 * time.Second})
+	v, err := jwtauth.NewVerifier(context.Background(), jwtauth.Config{JWKS: jwksPath, Issuer: "https://issuer.test", Audience: "usher", Leeway: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +40,7 @@ func TestVerify(t *testing.T) {
 	v := verifier(t, writeFile(t, testjwt.JWKS(good, ec)))
 	ctx := context.Background()
 	id, err := v.Verify(ctx, testjwt.Sign(t, good, map[string]any{"app_id": "app1"}))
-	if err != nil || id != (auth.Identity{Subject: "u1", Tenant: "acme", App: "app1"}) {
+	if err != nil || id != (jwtauth.Identity{Subject: "u1", Tenant: "acme", App: "app1"}) {
 		t.Fatalf("Verify(good) = %+v, %v", id, err)
 	}
 	if id, err := v.Verify(ctx, testjwt.Sign(t, ec, map[string]any{"aud": []string{"other", "usher"}})); err != nil || id.Tenant != "acme" {
@@ -76,7 +76,7 @@ func TestVerify(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			id, err := v.Verify(ctx, tc.token)
-			if err == nil || !errors.Is(err, auth.ErrUnauthenticated) || !strings.Contains(err.Error(), tc.want) {
+			if err == nil || !errors.Is(err, jwtauth.ErrUnauthenticated) || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("Verify = %+v, %v; want ErrUnauthenticated containing %q", id, err, tc.want)
 			}
 		})
@@ -85,7 +85,7 @@ func TestVerify(t *testing.T) {
 
 func TestBearerToken(t *testing.T) {
 	for in, want := range map[string]string{"Bearer abc": "abc", "bearer  abc ": "abc", "": "", "Basic abc": "", "Bearer": ""} {
-		got, err := auth.BearerToken(in)
+		got, err := jwtauth.BearerToken(in)
 		if got != want || (want == "") != (err != nil) {
 			t.Errorf("BearerToken(%q) = %q, %v; want %q", in, got, err, want)
 		}
@@ -127,7 +127,7 @@ func TestJWKSFromURLRotates(t *testing.T) {
 	}
 	bad := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { http.Error(w, "no", 500) }))
 	defer bad.Close()
-	if _, err := auth.NewVerifier(ctx, auth.Config{JWKS: bad.URL}); err == nil || !strings.Contains(err.Error(), "500") {
+	if _, err := jwtauth.NewVerifier(ctx, jwtauth.Config{JWKS: bad.URL}); err == nil || !strings.Contains(err.Error(), "500") {
 		t.Errorf("NewVerifier on a failing URL: %v, want the status", err)
 	}
 }
@@ -137,7 +137,7 @@ func TestJWKSFromURLRotates(t *testing.T) {
 func TestCachedTokenStillExpires(t *testing.T) {
 	k := testjwt.RSA(t, "k1")
 	now := time.Now()
-	v, err := auth.NewVerifier(context.Background(), auth.Config{JWKS: writeFile(t, testjwt.JWKS(k)), Leeway: time.Second,
+	v, err := jwtauth.NewVerifier(context.Background(), jwtauth.Config{JWKS: writeFile(t, testjwt.JWKS(k)), Leeway: time.Second,
 		Now: func() time.Time { return now }})
 	if err != nil {
 		t.Fatal(err)
@@ -178,7 +178,7 @@ func TestJWKSKeysNotForVerifying(t *testing.T) {
 	}
 	set["keys"] = set["keys"][:2]
 	b, _ = json.Marshal(set)
-	if _, err := auth.NewVerifier(ctx, auth.Config{JWKS: writeFile(t, b)}); err == nil || !strings.Contains(err.Error(), "no usable public keys") {
+	if _, err := jwtauth.NewVerifier(ctx, jwtauth.Config{JWKS: writeFile(t, b)}); err == nil || !strings.Contains(err.Error(), "no usable public keys") {
 		t.Errorf("a key set of encryption keys only: %v, want no usable public keys", err)
 	}
 }

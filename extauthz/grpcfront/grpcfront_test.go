@@ -1,4 +1,4 @@
-package extauthz_test
+package grpcfront_test
 
 import (
 	"bufio"
@@ -22,15 +22,15 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
-	"github.com/usher-authz/usher/auth"
-	"github.com/usher-authz/usher/authz"
 	"github.com/usher-authz/usher/decision"
+	"github.com/usher-authz/usher/extauthz"
+	"github.com/usher-authz/usher/extauthz/grpcfront"
 	"github.com/usher-authz/usher/internal/semtest"
 	"github.com/usher-authz/usher/internal/testjwt"
+	"github.com/usher-authz/usher/jwtauth"
 	"github.com/usher-authz/usher/policy"
 	"github.com/usher-authz/usher/rego"
 	"github.com/usher-authz/usher/server"
-	"github.com/usher-authz/usher/server/extauthz"
 )
 
 const routesYAML = `
@@ -46,9 +46,9 @@ type fixture struct {
 	grpc      authv3.AuthorizationClient
 	health    healthpb.HealthClient
 	http      string
-	authz     *authz.Authorizer
+	authz     *extauthz.Authorizer
 	engine    *decision.Engine
-	verifier  *auth.Verifier
+	verifier  *jwtauth.Verifier
 	semantics string
 	reg       *prometheus.Registry
 }
@@ -71,24 +71,24 @@ func setup(t testing.TB) *fixture {
 	}
 	e.SetPolicy(p)
 	e.SetSnapshot(decision.NewSnapshot(doc, 1))
-	routes, err := policy.ParseRoutes([]byte(routesYAML))
+	routes, err := extauthz.ParseRoutes([]byte(routesYAML))
 	if err != nil {
 		t.Fatal(err)
 	}
 	key := testjwt.RSA(t, "k1")
 	jwks := filepath.Join(t.TempDir(), "jwks.json")
 	os.WriteFile(jwks, testjwt.JWKS(key, testjwt.EC(t, "k2")), 0o644)
-	v, err := auth.NewVerifier(context.Background(), auth.Config{JWKS: jwks, Issuer: testjwt.Issuer, Audience: testjwt.Audience})
+	v, err := jwtauth.NewVerifier(context.Background(), jwtauth.Config{JWKS: jwks, Issuer: testjwt.Issuer, Audience: testjwt.Audience})
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := authz.New(authz.Config{Engine: e, Policy: func() *policy.Compiled { return p }, Routes: routes, Verifier: v})
+	a, err := extauthz.New(extauthz.Config{Engine: e, Policy: func() *policy.Compiled { return p }, Routes: routes, Verifier: v})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	gs := extauthz.NewServer(ctx, a, e.Ready, 20*time.Millisecond)
+	gs := grpcfront.NewServer(ctx, a, e.Ready, 20*time.Millisecond)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -376,7 +376,7 @@ func FuzzFrontsAgree(f *testing.F) {
 		if method == "" || !strings.HasPrefix(path, "/") || strings.ContainsFunc(method+path, func(r rune) bool { return r <= ' ' || r >= 0x7f }) {
 			return // not something a request line carries
 		}
-		g := extauthz.Response(fx.authz.Check(context.Background(), decision.APIExtAuthzGRPC, authz.Request{Method: method, Path: path, Authorization: valid}))
+		g := grpcfront.Response(fx.authz.Check(context.Background(), decision.APIExtAuthzGRPC, extauthz.Request{Method: method, Path: path, Authorization: valid}))
 		var req fasthttp.Request
 		req.Header.SetMethod(method)
 		req.SetRequestURI("/ext_authz" + path)
@@ -454,20 +454,20 @@ func FuzzCheck(f *testing.F) {
 	f.Add("", "", "")
 	f.Add("GET", "/docs/%2F", valid)
 	f.Fuzz(func(t *testing.T, method, path, authorization string) {
-		res := fx.authz.Check(context.Background(), decision.APIExtAuthzGRPC, authz.Request{Method: method, Path: path, Authorization: authorization})
-		if res.Status == authz.Allowed && authorization != valid {
+		res := fx.authz.Check(context.Background(), decision.APIExtAuthzGRPC, extauthz.Request{Method: method, Path: path, Authorization: authorization})
+		if res.Status == extauthz.Allowed && authorization != valid {
 			t.Fatalf("allowed %s %q with Authorization %q", method, path, authorization)
 		}
-		resp := extauthz.Response(res)
-		if (res.Status == authz.Allowed) != (codes.Code(resp.GetStatus().GetCode()) == codes.OK) {
+		resp := grpcfront.Response(res)
+		if (res.Status == extauthz.Allowed) != (codes.Code(resp.GetStatus().GetCode()) == codes.OK) {
 			t.Fatalf("result %+v converted to %v", res, resp.GetStatus())
 		}
 		req := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
 			Http: &authv3.AttributeContext_HttpRequest{Method: method, Path: path, Headers: map[string]string{"authorization": authorization}}}}}
-		if got := extauthz.Request(req); got.Method != method || got.Path != path || got.Authorization != authorization {
+		if got := grpcfront.Request(req); got.Method != method || got.Path != path || got.Authorization != authorization {
 			t.Fatalf("Request(%v) = %+v", req, got)
 		}
-		_ = extauthz.Request(&authv3.CheckRequest{})
+		_ = grpcfront.Request(&authv3.CheckRequest{})
 	})
 }
 

@@ -1,9 +1,11 @@
-// Package authz is the transport-free core of the service-mesh fronts: it
-// verifies the caller's bearer token, matches the request against the
-// route data, and asks the route policy, whose built-ins run seat and
-// entitlement checks as the verified caller. The gRPC and HTTP ext_authz
-// fronts only convert to and from it.
-package authz
+// Package extauthz is the room of the service-mesh fronts. Its core is
+// transport-free: it verifies the caller's bearer token (jwtauth), reads
+// the proxied path (SplitPath), matches it against the route table
+// (Routes), asks the route policy, whose built-ins run seat and
+// entitlement checks as the verified caller, and encodes the answer once
+// (Result.Reply). The adapters beside it, grpcfront (Envoy's gRPC Check)
+// and httpfront (Envoy's HTTP service), only convert to and from it.
+package extauthz
 
 import (
 	"context"
@@ -14,8 +16,9 @@ import (
 
 	"github.com/open-policy-agent/opa/v1/ast"
 
-	"github.com/usher-authz/usher/auth"
 	"github.com/usher-authz/usher/decision"
+	"github.com/usher-authz/usher/internal/jsonw"
+	"github.com/usher-authz/usher/jwtauth"
 	"github.com/usher-authz/usher/policy"
 )
 
@@ -23,8 +26,8 @@ import (
 type Config struct {
 	Engine   *decision.Engine
 	Policy   func() *policy.Compiled // the policy in force
-	Routes   *policy.Routes          // nil: every request is no_route
-	Verifier *auth.Verifier
+	Routes   *Routes                 // nil: every request is no_route
+	Verifier *jwtauth.Verifier
 	Logger   *slog.Logger
 }
 
@@ -78,7 +81,7 @@ const (
 	Denied
 	Unauthenticated
 	Unavailable
-	// Invalid: the path is not canonical (policy.SplitPath); refused
+	// Invalid: the path is not canonical (SplitPath); refused
 	// with 400 invalid_path on both fronts.
 	Invalid
 )
@@ -89,7 +92,7 @@ type Result struct {
 	Reason     string // the decision reason; otherwise "unauthenticated", "unavailable", "invalid_path"
 	DecisionID string
 	Message    string // why, for Unauthenticated, Unavailable and Invalid
-	// AuthFailure is why the token was refused (auth.FailureReasons).
+	// AuthFailure is why the token was refused (jwtauth.FailureReasons).
 	AuthFailure string
 	Headers     map[string]string // added upstream when allowed
 }
@@ -97,7 +100,7 @@ type Result struct {
 type checker struct {
 	e   *decision.Engine
 	api decision.API
-	id  auth.Identity
+	id  jwtauth.Identity
 }
 
 func (c checker) Seat(s decision.Principal, license string) (decision.Decision, error) {
@@ -111,14 +114,14 @@ func (c checker) Entitled(s decision.Principal, asset, typ string) (decision.Dec
 
 // Check authorizes one proxied request.
 func (a *Authorizer) Check(ctx context.Context, api decision.API, r Request) Result {
-	tok, err := auth.BearerToken(r.Authorization)
-	var id auth.Identity
+	tok, err := jwtauth.BearerToken(r.Authorization)
+	var id jwtauth.Identity
 	if err == nil {
 		id, err = a.cfg.Verifier.Verify(ctx, tok)
 	}
 	if err != nil {
 		return Result{Status: Unauthenticated, Reason: "unauthenticated", Message: strings.TrimPrefix(err.Error(), "unauthenticated: "),
-			AuthFailure: auth.FailureReason(err)}
+			AuthFailure: jwtauth.FailureReason(err)}
 	}
 	pol := a.cfg.Policy()
 	switch {
@@ -127,7 +130,7 @@ func (a *Authorizer) Check(ctx context.Context, api decision.API, r Request) Res
 	case !pol.HasRoute():
 		return Result{Status: Unavailable, Reason: "unavailable", Message: "the policy defines no " + policy.RouteQuery}
 	}
-	segs, err := policy.SplitPath(r.Path)
+	segs, err := SplitPath(r.Path)
 	if err != nil {
 		return Result{Status: Invalid, Reason: "invalid_path", Message: err.Error()}
 	}
@@ -177,4 +180,50 @@ func (a *Authorizer) Check(ctx context.Context, api decision.API, r Request) Res
 		res.DecisionID = d.ID.String()
 	}
 	return res
+}
+
+// Header is one response header.
+type Header struct{ Key, Value string }
+
+// Reply is how both fronts answer a Result, the one encoding of it: the
+// HTTP status Envoy returns (200: let the request through), the headers
+// (upstream when allowed, to the client when not) and the JSON body of a
+// refusal.
+type Reply struct {
+	Status  int
+	Headers []Header
+	Body    []byte
+}
+
+// Reply encodes r.
+func (r Result) Reply() Reply {
+	if r.Status == Allowed {
+		hs := []Header{{"x-usher-decision-id", r.DecisionID}}
+		for k, v := range r.Headers {
+			hs = append(hs, Header{k, v})
+		}
+		return Reply{Status: 200, Headers: hs}
+	}
+	hs := []Header{{"content-type", "application/json"}}
+	switch r.Status {
+	case Denied:
+		b := []byte(`{"allowed":false,"reason":`)
+		b = jsonw.String(b, r.Reason)
+		b = append(b, `,"decision_id":`...)
+		b = jsonw.String(b, r.DecisionID)
+		return Reply{Status: 403, Headers: append(hs, Header{"x-usher-decision-id", r.DecisionID}), Body: append(b, '}')}
+	case Unauthenticated:
+		return Reply{Status: 401, Headers: append(hs, Header{"www-authenticate", `Bearer realm="usher"`}), Body: errorBody("unauthenticated", r.Message)}
+	case Invalid:
+		return Reply{Status: 400, Headers: hs, Body: errorBody(r.Reason, r.Message)}
+	}
+	return Reply{Status: 503, Headers: hs, Body: errorBody("unavailable", r.Message)}
+}
+
+func errorBody(code, msg string) []byte {
+	b := []byte(`{"error":{"code":`)
+	b = jsonw.String(b, code)
+	b = append(b, `,"message":`...)
+	b = jsonw.String(b, msg)
+	return append(b, "}}"...)
 }

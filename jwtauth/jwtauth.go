@@ -1,7 +1,7 @@
-// Package auth verifies bearer JWTs against a JWKS (a file or a URL, kept
+// Package jwtauth verifies bearer JWTs against a JWKS (a file or a URL, kept
 // fresh) and turns their claims into the identity a check runs as: the
 // subject, the tenant and the app scope.
-package auth
+package jwtauth
 
 import (
 	"context"
