@@ -64,22 +64,22 @@ type Request struct {
 	At Instant
 }
 
-// DecisionID identifies one decision: a per-process random prefix and a
+// ID identifies one decision: a per-process random prefix and a
 // counter, so ids are unique without a lock or an allocation.
-type DecisionID [16]byte
+type ID [16]byte
 
 // AppendText appends the id as 32 hex digits.
-func (id DecisionID) AppendText(b []byte) []byte {
+func (id ID) AppendText(b []byte) []byte {
 	var dst [32]byte
 	hex.Encode(dst[:], id[:])
 	return append(b, dst[:]...)
 }
 
-func (id DecisionID) String() string { return string(id.AppendText(nil)) }
+func (id ID) String() string { return string(id.AppendText(nil)) }
 
 // Decision is the answer to a Request.
 type Decision struct {
-	ID      DecisionID
+	ID      ID
 	Allowed bool
 	Reason  Reason
 	Grant   Grant // set only when Allowed
@@ -122,7 +122,7 @@ type Config struct {
 	// Metrics receives decision and cache metrics; nil records none.
 	Metrics *Metrics
 	// Log receives sampled decisions; nil logs none.
-	Log *DecisionLogger
+	Log *Logger
 }
 
 type cacheEntry struct {
@@ -165,7 +165,7 @@ type Engine struct {
 	seed    maphash.Seed
 	now     func() time.Time
 	metrics *Metrics
-	log     *DecisionLogger
+	log     *Logger
 	idBase  [8]byte
 	idSeq   atomic.Uint64
 }
@@ -387,8 +387,8 @@ func (e *Engine) observe(api API, req *Request, d Decision, start time.Time) {
 	}
 }
 
-func (e *Engine) nextID() DecisionID {
-	var id DecisionID
+func (e *Engine) nextID() ID {
+	var id ID
 	copy(id[:8], e.idBase[:])
 	binary.BigEndian.PutUint64(id[8:], e.idSeq.Add(1))
 	return id

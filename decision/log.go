@@ -18,7 +18,7 @@ import (
 // resource ids beyond the tenant: the log is for auditing volumes and
 // reasons, not a record of who did what.
 type LogEntry struct {
-	ID     DecisionID
+	ID     ID
 	Time   time.Time
 	API    API
 	Tenant string
@@ -38,8 +38,8 @@ type LogEntry struct {
 	Cached   bool
 }
 
-// DecisionLogConfig configures a DecisionLogger.
-type DecisionLogConfig struct {
+// LogConfig configures a Logger.
+type LogConfig struct {
 	// W receives JSON lines; required.
 	W io.Writer
 	// Sample is the fraction of decisions logged, in (0, 1]; default 1.
@@ -51,9 +51,9 @@ type DecisionLogConfig struct {
 	Registerer prometheus.Registerer
 }
 
-// DecisionLogger writes sampled decisions as JSON lines from its own
+// Logger writes sampled decisions as JSON lines from its own
 // goroutine; logging never blocks a decision.
-type DecisionLogger struct {
+type Logger struct {
 	w       io.Writer
 	sample  float64
 	ch      chan LogEntry
@@ -61,8 +61,8 @@ type DecisionLogger struct {
 	done    chan struct{}
 }
 
-// NewDecisionLogger validates cfg.
-func NewDecisionLogger(cfg DecisionLogConfig) (*DecisionLogger, error) {
+// NewLogger validates cfg.
+func NewLogger(cfg LogConfig) (*Logger, error) {
 	var errs []error
 	if cfg.W == nil {
 		errs = append(errs, errors.New("decision-log: a writer is required"))
@@ -82,7 +82,7 @@ func NewDecisionLogger(cfg DecisionLogConfig) (*DecisionLogger, error) {
 	if cfg.Buffer == 0 {
 		cfg.Buffer = 1 << 16
 	}
-	l := &DecisionLogger{w: cfg.W, sample: cfg.Sample, ch: make(chan LogEntry, cfg.Buffer), done: make(chan struct{}),
+	l := &Logger{w: cfg.W, sample: cfg.Sample, ch: make(chan LogEntry, cfg.Buffer), done: make(chan struct{}),
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "usher_decision_log_dropped_total", Help: "Decision log entries dropped because the writer fell behind."})}
 	if cfg.Registerer != nil {
 		cfg.Registerer.MustRegister(l.dropped)
@@ -91,11 +91,11 @@ func NewDecisionLogger(cfg DecisionLogConfig) (*DecisionLogger, error) {
 }
 
 // sampled reports whether the next decision should be logged.
-func (l *DecisionLogger) sampled() bool { return l.sample >= 1 || rand.Float64() < l.sample }
+func (l *Logger) sampled() bool { return l.sample >= 1 || rand.Float64() < l.sample }
 
 // Log queues e without waiting; the caller must not share e's strings
 // with memory it reuses.
-func (l *DecisionLogger) Log(e LogEntry) {
+func (l *Logger) Log(e LogEntry) {
 	select {
 	case l.ch <- e:
 	default:
@@ -104,7 +104,7 @@ func (l *DecisionLogger) Log(e LogEntry) {
 }
 
 // Run writes queued entries until ctx ends, then writes what is left.
-func (l *DecisionLogger) Run(ctx context.Context) {
+func (l *Logger) Run(ctx context.Context) {
 	defer close(l.done)
 	bw := bufio.NewWriterSize(l.w, 64<<10)
 	tick := time.NewTicker(time.Second)
@@ -135,7 +135,7 @@ func (l *DecisionLogger) Run(ctx context.Context) {
 }
 
 // Wait blocks until Run has written everything and returned.
-func (l *DecisionLogger) Wait() { <-l.done }
+func (l *Logger) Wait() { <-l.done }
 
 func (e LogEntry) appendJSON(b []byte) []byte {
 	b = append(b, `{"decision_id":"`...)

@@ -16,7 +16,7 @@ import (
 func TestDecisionLog(t *testing.T) {
 	s := loadSemantics(t)
 	var out bytes.Buffer
-	log, err := decision.NewDecisionLogger(decision.DecisionLogConfig{W: &out})
+	log, err := decision.NewLogger(decision.LogConfig{W: &out})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +74,7 @@ func TestDecisionLog(t *testing.T) {
 func TestDecisionLogNeverBlocks(t *testing.T) {
 	var out bytes.Buffer
 	reg := prometheus.NewRegistry()
-	log, err := decision.NewDecisionLogger(decision.DecisionLogConfig{W: &out, Buffer: 2, Registerer: reg})
+	log, err := decision.NewLogger(decision.LogConfig{W: &out, Buffer: 2, Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +88,7 @@ func TestDecisionLogNeverBlocks(t *testing.T) {
 	if got := mfs[0].GetMetric()[0].GetCounter().GetValue(); got != 8 {
 		t.Errorf("usher_decision_log_dropped_total = %v, want 8", got)
 	}
-	if _, err := decision.NewDecisionLogger(decision.DecisionLogConfig{W: &out, Sample: 1.5}); err == nil || !strings.Contains(err.Error(), "decision-log-sample") {
+	if _, err := decision.NewLogger(decision.LogConfig{W: &out, Sample: 1.5}); err == nil || !strings.Contains(err.Error(), "decision-log-sample") {
 		t.Errorf("sample 1.5: %v, want an error naming decision-log-sample", err)
 	}
 }

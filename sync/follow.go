@@ -90,8 +90,8 @@ const (
 	StateReloading    = "reloading"
 )
 
-// SyncStatus is what the follower reports about itself.
-type SyncStatus struct {
+// Status is what the follower reports about itself.
+type Status struct {
 	State     string
 	Lag       time.Duration // write-to-apply time of the last applied change
 	LastError string
@@ -202,8 +202,8 @@ func NewRedisFollower(cfg RedisConfig) (*RedisFollower, error) {
 func (f *RedisFollower) setState(s string) { f.state.Store(&s) }
 
 // Status reports the follower's state; safe for concurrent use.
-func (f *RedisFollower) Status() SyncStatus {
-	s := SyncStatus{State: *f.state.Load(), Lag: time.Duration(f.lag.Load())}
+func (f *RedisFollower) Status() Status {
+	s := Status{State: *f.state.Load(), Lag: time.Duration(f.lag.Load())}
 	if e := f.lastErr.Load(); e != nil {
 		s.LastError = *e
 		s.ErrorSince = time.Unix(0, f.errSince.Load())

@@ -398,7 +398,7 @@ func serve(args []string, stderr io.Writer) error {
 	ctx, cancel := context.WithCancel(sig)
 	var wg sync.WaitGroup
 	defer func() { cancel(); wg.Wait() }()
-	var dlog *decision.DecisionLogger
+	var dlog *decision.Logger
 	if f.decisionLog != "" {
 		w := io.Writer(os.Stdout)
 		if f.decisionLog != "-" {
@@ -409,7 +409,7 @@ func serve(args []string, stderr io.Writer) error {
 			defer file.Close()
 			w = file
 		}
-		if dlog, err = decision.NewDecisionLogger(decision.DecisionLogConfig{W: w, Sample: f.decisionLogSample, Registerer: reg}); err != nil {
+		if dlog, err = decision.NewLogger(decision.LogConfig{W: w, Sample: f.decisionLogSample, Registerer: reg}); err != nil {
 			return usageError{err}
 		}
 		logCtx, stopLog := context.WithCancel(context.Background())
