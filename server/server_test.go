@@ -18,8 +18,6 @@ import (
 
 	"github.com/usher-authz/usher/decision"
 	"github.com/usher-authz/usher/internal/semtest"
-	"github.com/usher-authz/usher/policy"
-	"github.com/usher-authz/usher/rego"
 	"github.com/usher-authz/usher/server"
 )
 
@@ -39,22 +37,11 @@ func start(t *testing.T, withState bool, maxBody int) *fixture {
 // startWith is start with the server's configuration set by set.
 func startWith(t *testing.T, withState bool, set func(*server.Config)) *fixture {
 	t.Helper()
-	reg := prometheus.NewRegistry()
-	var engine *decision.Engine
-	m := decision.NewMetrics(reg, func() time.Time { return engine.FreshAt() })
-	engine, err := decision.NewEngine(decision.Config{Metrics: m})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(engine.Close)
-	p, err := policy.Compile(context.Background(), rego.FS, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	engine.SetPolicy(p)
+	revision := uint64(0)
 	if withState {
-		engine.SetSnapshot(decision.NewSnapshot(semtest.Document(t), 42))
+		revision = 42
 	}
+	engine, reg := semtest.Engine(t, revision)
 	cfg := server.Config{Engine: engine, Gatherer: reg,
 		Info: func() server.Info { return server.Info{Source: "file", SyncState: "following"} }}
 	set(&cfg)

@@ -29,7 +29,6 @@ import (
 	"github.com/usher-authz/usher/internal/testjwt"
 	"github.com/usher-authz/usher/jwtauth"
 	"github.com/usher-authz/usher/policy"
-	"github.com/usher-authz/usher/rego"
 	"github.com/usher-authz/usher/server"
 )
 
@@ -55,22 +54,8 @@ type fixture struct {
 
 func setup(t testing.TB) *fixture {
 	t.Helper()
-	doc := semtest.Document(t)
-	var err error
-	reg := prometheus.NewRegistry()
-	var e *decision.Engine
-	m := decision.NewMetrics(reg, func() time.Time { return e.FreshAt() })
-	e, err = decision.NewEngine(decision.Config{Metrics: m})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.Close)
-	p, err := policy.Compile(context.Background(), rego.FS, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.SetPolicy(p)
-	e.SetSnapshot(decision.NewSnapshot(doc, 1))
+	e, reg := semtest.Engine(t, 1)
+	p := e.Policy().(*policy.Compiled)
 	routes, err := extauthz.ParseRoutes([]byte(routesYAML))
 	if err != nil {
 		t.Fatal(err)

@@ -6,13 +6,18 @@ package semtest
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"runtime"
 	"testing"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/usher-authz/usher/decision"
+	"github.com/usher-authz/usher/policy"
+	"github.com/usher-authz/usher/rego"
 )
 
 // Raw is the whole corpus file.
@@ -46,4 +51,28 @@ func Document(t testing.TB) *decision.Document {
 		t.Fatal(err)
 	}
 	return doc
+}
+
+// Engine is an engine with metrics on a registry of its own and the
+// shipped policy; with revision > 0 it serves the corpus's state at that
+// revision. It is closed at the end of the test.
+func Engine(t testing.TB, revision uint64) (*decision.Engine, *prometheus.Registry) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	var e *decision.Engine
+	m := decision.NewMetrics(reg, func() time.Time { return e.FreshAt() })
+	e, err := decision.NewEngine(decision.Config{Metrics: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	p, err := policy.Compile(context.Background(), rego.FS, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.SetPolicy(p)
+	if revision > 0 {
+		e.SetSnapshot(decision.NewSnapshot(Document(t), revision))
+	}
+	return e, reg
 }
