@@ -269,10 +269,7 @@ func (e *Engine) Decide(api API, req *Request) (Decision, error) {
 		return Decision{}, ErrNoPolicy
 	}
 	pol := box.p
-	at := req.At
-	if at == 0 || at == NoTime {
-		at = InstantOf(start)
-	}
+	at := req.At.Or(InstantOf(start))
 	d := Decision{ID: e.nextID(), Revision: snap.Revision}
 
 	var arr [256]byte
@@ -465,10 +462,7 @@ func (e *Engine) Evaluate(snap *Snapshot, req *Request) (Outcome, error) {
 	case box == nil:
 		return Outcome{}, ErrNoPolicy
 	}
-	at := req.At
-	if at == 0 || at == NoTime {
-		at = InstantOf(e.now())
-	}
+	at := req.At.Or(InstantOf(e.now()))
 	t := snap.Tenant(req.TenantID)
 	switch req.Check {
 	case CheckSeat:

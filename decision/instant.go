@@ -27,6 +27,15 @@ const unixYear1 = -62135596800
 // Set reports whether t is a real time rather than null.
 func (t Instant) Set() bool { return t != NoTime }
 
+// Or is t, or now when t is no time (zero: a request that asks about now;
+// NoTime).
+func (t Instant) Or(now Instant) Instant {
+	if t == 0 || t == NoTime {
+		return now
+	}
+	return t
+}
+
 // InstantOf converts a time.Time of year 0001 or later.
 func InstantOf(t time.Time) Instant {
 	return Instant((t.Unix()-unixYear1)*1e6 + int64(t.Nanosecond()/1e3) + 1)
@@ -51,11 +60,22 @@ func (t Instant) AppendJSON(b []byte) []byte {
 // Quote quotes a value for an error message, cut to its first 64 bytes
 // (with the full length said): a message never echoes a huge input.
 func Quote(s string) string {
-	if len(s) <= 64 {
+	if len(s) <= shortLen {
 		return strconv.Quote(s)
 	}
-	return fmt.Sprintf("%s… (%d bytes)", strconv.Quote(s[:64]), len(s))
+	return fmt.Sprintf("%s… (%d bytes)", strconv.Quote(s[:shortLen]), len(s))
 }
+
+// Short is s as it is, or cut to its first 64 bytes with the full length
+// said, for a message that shows a value unquoted.
+func Short(s string) string {
+	if len(s) <= shortLen {
+		return s
+	}
+	return fmt.Sprintf("%s… (%d bytes)", s[:shortLen], len(s))
+}
+
+const shortLen = 64
 
 // ParseInstant parses an RFC 3339 time ("T" and "Z" in either case, as
 // RFC 3339 allows). A leap second (:60) is refused: Go's clock, and so

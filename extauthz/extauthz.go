@@ -213,17 +213,9 @@ func (r Result) Reply() Reply {
 		b = jsonw.String(b, r.DecisionID)
 		return Reply{Status: 403, Headers: append(hs, Header{"x-usher-decision-id", r.DecisionID}), Body: append(b, '}')}
 	case Unauthenticated:
-		return Reply{Status: 401, Headers: append(hs, Header{"www-authenticate", `Bearer realm="usher"`}), Body: errorBody("unauthenticated", r.Message)}
+		return Reply{Status: 401, Headers: append(hs, Header{"www-authenticate", `Bearer realm="usher"`}), Body: jsonw.Error(nil, "unauthenticated", r.Message)}
 	case Invalid:
-		return Reply{Status: 400, Headers: hs, Body: errorBody(r.Reason, r.Message)}
+		return Reply{Status: 400, Headers: hs, Body: jsonw.Error(nil, r.Reason, r.Message)}
 	}
-	return Reply{Status: 503, Headers: hs, Body: errorBody("unavailable", r.Message)}
-}
-
-func errorBody(code, msg string) []byte {
-	b := []byte(`{"error":{"code":`)
-	b = jsonw.String(b, code)
-	b = append(b, `,"message":`...)
-	b = jsonw.String(b, msg)
-	return append(b, "}}"...)
+	return Reply{Status: 503, Headers: hs, Body: jsonw.Error(nil, "unavailable", r.Message)}
 }

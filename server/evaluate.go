@@ -109,16 +109,16 @@ func (s *Server) batch(ctx *fasthttp.RequestCtx) {
 		var req decision.Request
 		// Errors name the check; the prefix is built only for them.
 		if parseEvaluateInto(raw, "", id.Tenant, &req) != nil {
-			out = appendErrorObject(out, "invalid_request", message(parseEvaluateInto(raw, checkPrefix(i), id.Tenant, &req)))
+			out = jsonw.Error(out, "invalid_request", message(parseEvaluateInto(raw, checkPrefix(i), id.Tenant, &req)))
 			continue
 		}
 		if scope(id, &req, "") != nil {
-			out = appendErrorObject(out, "forbidden", scope(id, &req, checkPrefix(i)).Error())
+			out = jsonw.Error(out, "forbidden", scope(id, &req, checkPrefix(i)).Error())
 			continue
 		}
 		d, err := s.cfg.Engine.Decide(decision.APIBatch, &req)
 		if err != nil {
-			out = appendErrorObject(out, "unavailable", err.Error())
+			out = jsonw.Error(out, "unavailable", err.Error())
 			continue
 		}
 		out = AppendDecision(out, &d)
@@ -197,14 +197,6 @@ func AppendDecision(b []byte, d *decision.Decision) []byte {
 		b = append(b, '}')
 	}
 	return append(b, '}')
-}
-
-func appendErrorObject(b []byte, code, msg string) []byte {
-	b = append(b, `{"error":{"code":`...)
-	b = jsonw.String(b, code)
-	b = append(b, `,"message":`...)
-	b = jsonw.String(b, msg)
-	return append(b, "}}"...)
 }
 
 // message flattens joined errors into one line.

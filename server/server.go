@@ -19,6 +19,7 @@ import (
 	"github.com/usher-authz/usher/decision"
 	"github.com/usher-authz/usher/extauthz"
 	"github.com/usher-authz/usher/extauthz/httpfront"
+	"github.com/usher-authz/usher/internal/jsonw"
 	"github.com/usher-authz/usher/jwtauth"
 )
 
@@ -232,11 +233,7 @@ func (s *Server) route(ctx *fasthttp.RequestCtx) int {
 			httpfront.Handle(ctx, s.cfg.Authorizer)
 			return decision.ReqExtAuthzHTTP
 		}
-		shown := string(path)
-		if len(shown) > 64 {
-			shown = fmt.Sprintf("%s… (%d bytes)", shown[:64], len(shown))
-		}
-		writeError(ctx, fasthttp.StatusNotFound, "not_found", "no such path: "+shown)
+		writeError(ctx, fasthttp.StatusNotFound, "not_found", "no such path: "+decision.Short(string(path)))
 	}
 	return decision.ReqOther
 }
@@ -316,5 +313,5 @@ func writeJSON(ctx *fasthttp.RequestCtx, status int, body []byte) {
 var contentJSON = []byte("application/json")
 
 func writeError(ctx *fasthttp.RequestCtx, status int, code, msg string) {
-	writeJSON(ctx, status, appendErrorObject(nil, code, msg))
+	writeJSON(ctx, status, jsonw.Error(nil, code, msg))
 }

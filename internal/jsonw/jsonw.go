@@ -70,3 +70,13 @@ func Bool(b []byte, v bool) []byte {
 	}
 	return append(b, "false"...)
 }
+
+// Error appends Usher's error object, {"error":{"code":…,"message":…}}:
+// the one encoding every front answers errors with.
+func Error(b []byte, code, msg string) []byte {
+	b = append(b, `{"error":{"code":`...)
+	b = String(b, code)
+	b = append(b, `,"message":`...)
+	b = String(b, msg)
+	return append(b, "}}"...)
+}
