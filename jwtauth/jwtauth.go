@@ -18,8 +18,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/go-jose/go-jose/v4"
-	"github.com/go-jose/go-jose/v4/jwt"
+	"github.com/lestrrat-go/jwx/v3/jwa"
+	"github.com/lestrrat-go/jwx/v3/jwk"
+	"github.com/lestrrat-go/jwx/v3/jws"
 )
 
 // ErrUnauthenticated marks a missing, malformed or invalid token.
@@ -71,15 +72,18 @@ func (c Config) Validate() error {
 
 // Algorithms are the signature algorithms accepted; "none" and the HMAC
 // family (which a public key set cannot verify) are not among them.
-var Algorithms = []jose.SignatureAlgorithm{
-	jose.RS256, jose.RS384, jose.RS512, jose.PS256, jose.PS384, jose.PS512,
-	jose.ES256, jose.ES384, jose.ES512, jose.EdDSA,
+var Algorithms = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+
+// verifyKey is a public key of the set with what selects it.
+type verifyKey struct {
+	kid, alg string // alg "" when the key does not name one
+	key      jwk.Key
 }
 
 // Verifier checks bearer tokens. It is safe for concurrent use.
 type Verifier struct {
 	cfg       Config
-	keys      atomic.Pointer[jose.JSONWebKeySet]
+	keys      atomic.Pointer[[]verifyKey]
 	mu        sync.Mutex // serializes rereads
 	lastFetch time.Time
 	fileStamp string
@@ -164,40 +168,38 @@ func (v *Verifier) reload(ctx context.Context, force bool) error {
 	if err != nil {
 		return fmt.Errorf("jwks %s: %w", v.cfg.JWKS, err)
 	}
-	var set jose.JSONWebKeySet
-	if err := json.Unmarshal(raw, &set); err != nil {
+	set, err := jwk.Parse(raw)
+	if err != nil {
 		return fmt.Errorf("jwks %s: not a JSON Web Key Set: %w", v.cfg.JWKS, err)
 	}
-	// What go-jose does not keep: a key's permitted operations.
-	var ops struct {
-		Keys []struct {
-			KeyOps []string `json:"key_ops"`
-		} `json:"keys"`
-	}
-	json.Unmarshal(raw, &ops)
-	pub := jose.JSONWebKeySet{}
-	for i, k := range set.Keys {
-		if !k.Valid() {
-			continue
-		}
+	var pub []verifyKey
+	for i := range set.Len() {
+		k, _ := set.Key(i)
+		kid, _ := k.KeyID()
 		// A key for encryption, or whose key_ops leave out verify, never
-		// verifies a signature (RFC 7517 §4.2, §4.3).
-		if k.Use != "" && k.Use != "sig" || i < len(ops.Keys) && ops.Keys[i].KeyOps != nil && !slices.Contains(ops.Keys[i].KeyOps, "verify") {
-			v.cfg.Logger.Debug("jwks key not for verifying signatures; left out", "kid", k.KeyID, "use", k.Use)
+		// verifies a signature (RFC 7517 §4.2, §4.3); nor does a shared
+		// secret, which a published key set must not hold.
+		use, _ := k.KeyUsage()
+		ops, hasOps := k.KeyOps()
+		if use != "" && use != "sig" || hasOps && !slices.Contains(ops, jwk.KeyOpVerify) || k.KeyType() == jwa.OctetSeq() {
+			v.cfg.Logger.Debug("jwks key not for verifying signatures; left out", "kid", kid, "use", use)
 			continue
 		}
-		if !k.IsPublic() {
-			k = k.Public() // never verify with, or keep, private material
+		pk, err := k.PublicKey() // never verify with, or keep, private material
+		if err != nil || pk.Validate() != nil {
+			continue
 		}
-		if k.Valid() {
-			pub.Keys = append(pub.Keys, k)
+		alg := ""
+		if a, ok := k.Algorithm(); ok {
+			alg = a.String()
 		}
+		pub = append(pub, verifyKey{kid, alg, pk})
 	}
-	if len(pub.Keys) == 0 {
+	if len(pub) == 0 {
 		return fmt.Errorf("jwks %s: no usable public keys", v.cfg.JWKS)
 	}
 	v.keys.Store(&pub)
-	v.cfg.Logger.Debug("jwks loaded", "source", v.cfg.JWKS, "keys", len(pub.Keys))
+	v.cfg.Logger.Debug("jwks loaded", "source", v.cfg.JWKS, "keys", len(pub))
 	return nil
 }
 
@@ -324,27 +326,37 @@ func (v *Verifier) verify(ctx context.Context, token string, now time.Time) (Ide
 }
 
 func (v *Verifier) verifyClaims(ctx context.Context, token string, now time.Time) (Identity, time.Time, error) {
-	tok, err := jwt.ParseSigned(token, Algorithms)
-	if err != nil {
-		return Identity{}, time.Time{}, fail(ReasonMalformed, "malformed token or unsupported algorithm: %v", err)
+	// Compact serialization only: one protected header, one signature.
+	if strings.Count(token, ".") != 2 {
+		return Identity{}, time.Time{}, fail(ReasonMalformed, "malformed token: not a compact JWS (three dot-separated parts)")
 	}
-	if len(tok.Headers) != 1 {
+	msg, err := jws.Parse([]byte(token), jws.WithCompact())
+	if err != nil {
+		return Identity{}, time.Time{}, fail(ReasonMalformed, "malformed token: %v", err)
+	}
+	sigs := msg.Signatures()
+	if len(sigs) != 1 {
 		return Identity{}, time.Time{}, fail(ReasonMalformed, "token must have exactly one signature")
 	}
-	h := tok.Headers[0]
-	keys := v.candidates(h.KeyID, h.Algorithm)
-	if len(keys) == 0 && h.KeyID != "" {
+	h := sigs[0].ProtectedHeaders()
+	alg, _ := h.Algorithm()
+	if !slices.Contains(Algorithms, alg.String()) {
+		return Identity{}, time.Time{}, fail(ReasonMalformed, "malformed token or unsupported algorithm: alg %q is not one of %v", alg.String(), Algorithms)
+	}
+	kid, _ := h.KeyID()
+	keys := v.candidates(kid, alg.String())
+	if len(keys) == 0 && kid != "" {
 		if err := v.reload(ctx, false); err == nil {
-			keys = v.candidates(h.KeyID, h.Algorithm)
+			keys = v.candidates(kid, alg.String())
 		}
 	}
 	if len(keys) == 0 {
-		return Identity{}, time.Time{}, fail(ReasonUnknownKey, "no key in the key set matches kid %q", h.KeyID)
+		return Identity{}, time.Time{}, fail(ReasonUnknownKey, "no key in the key set matches kid %q", kid)
 	}
-	var payload json.RawMessage
+	var payload []byte
 	var verr error
 	for _, k := range keys {
-		if verr = tok.Claims(k.Key, &payload); verr == nil {
+		if payload, verr = jws.Verify([]byte(token), jws.WithKey(alg, k.key)); verr == nil {
 			break
 		}
 	}
@@ -359,31 +371,9 @@ func (v *Verifier) verifyClaims(ctx context.Context, token string, now time.Time
 	if err := claimTypes(all); err != nil {
 		return Identity{}, time.Time{}, err
 	}
-	var std jwt.Claims
-	if err := json.Unmarshal(payload, &std); err != nil {
-		return Identity{}, time.Time{}, fail(ReasonBadClaims, "claims: %v", err)
-	}
-	exp := jwt.Expected{Issuer: v.cfg.Issuer, Time: now}
-	if v.cfg.Audience != "" {
-		exp.AnyAudience = jwt.Audience{v.cfg.Audience}
-	}
-	if err := std.ValidateWithLeeway(exp, v.cfg.Leeway); err != nil {
-		switch {
-		case errors.Is(err, jwt.ErrExpired):
-			return Identity{}, time.Time{}, fail(ReasonExpired, "token expired")
-		case errors.Is(err, jwt.ErrNotValidYet):
-			return Identity{}, time.Time{}, fail(ReasonNotYetValid, "token not valid yet (nbf)")
-		case errors.Is(err, jwt.ErrIssuedInTheFuture):
-			return Identity{}, time.Time{}, fail(ReasonNotYetValid, "token issued in the future (iat)")
-		case errors.Is(err, jwt.ErrInvalidIssuer):
-			return Identity{}, time.Time{}, fail(ReasonWrongIssuer, "wrong issuer %q", std.Issuer)
-		case errors.Is(err, jwt.ErrInvalidAudience):
-			return Identity{}, time.Time{}, fail(ReasonWrongAudience, "wrong audience %v", []string(std.Audience))
-		}
-		return Identity{}, time.Time{}, fail(ReasonBadClaims, "%v", err)
-	}
-	if std.Expiry == nil {
-		return Identity{}, time.Time{}, fail(ReasonBadClaims, "token has no exp")
+	exp, err := v.registered(all, now)
+	if err != nil {
+		return Identity{}, time.Time{}, err
 	}
 	str := func(name string) (string, error) {
 		switch x := all[name].(type) {
@@ -415,7 +405,54 @@ func (v *Verifier) verifyClaims(ctx context.Context, token string, now time.Time
 	if id.Tenant == "" {
 		return Identity{}, time.Time{}, fail(ReasonBadClaims, "token lacks the tenant claim %q", v.cfg.TenantClaim)
 	}
-	return id, std.Expiry.Time(), nil
+	return id, exp, nil
+}
+
+// registered checks iss, aud, nbf, exp and iat (types already checked)
+// and returns exp, which a token must have.
+func (v *Verifier) registered(all map[string]any, now time.Time) (time.Time, error) {
+	iss, _ := all["iss"].(string)
+	if v.cfg.Issuer != "" && iss != v.cfg.Issuer {
+		return time.Time{}, fail(ReasonWrongIssuer, "wrong issuer %q", iss)
+	}
+	var aud []string
+	switch a := all["aud"].(type) {
+	case string:
+		aud = []string{a}
+	case []any:
+		for _, e := range a {
+			aud = append(aud, e.(string))
+		}
+	}
+	if v.cfg.Audience != "" && !slices.Contains(aud, v.cfg.Audience) {
+		return time.Time{}, fail(ReasonWrongAudience, "wrong audience %q", aud)
+	}
+	if nbf, ok := numericDate(all["nbf"]); ok && now.Add(v.cfg.Leeway).Before(nbf) {
+		return time.Time{}, fail(ReasonNotYetValid, "token not valid yet (nbf)")
+	}
+	exp, ok := numericDate(all["exp"])
+	if ok && now.Add(-v.cfg.Leeway).After(exp) {
+		return time.Time{}, fail(ReasonExpired, "token expired")
+	}
+	if iat, ok := numericDate(all["iat"]); ok && now.Add(v.cfg.Leeway).Before(iat) {
+		return time.Time{}, fail(ReasonNotYetValid, "token issued in the future (iat)")
+	}
+	if !ok {
+		return time.Time{}, fail(ReasonBadClaims, "token has no exp")
+	}
+	return exp, nil
+}
+
+// numericDate reads seconds since the epoch (RFC 7519 §2), whole seconds,
+// held within a range where times do not wrap.
+func numericDate(v any) (time.Time, bool) {
+	f, ok := v.(float64)
+	if !ok {
+		return time.Time{}, false
+	}
+	const bound = 1e15 // ~31 million years either side of 1970
+	f = max(-bound, min(bound, f))
+	return time.Unix(int64(f), 0), true
 }
 
 // claimTypes checks the registered claims' JSON types (RFC 7519 §4.1).
@@ -465,11 +502,10 @@ func jsonType(v any) string {
 }
 
 // candidates returns the keys a token header may be verified with.
-func (v *Verifier) candidates(kid, alg string) []jose.JSONWebKey {
-	set := v.keys.Load()
-	var out []jose.JSONWebKey
-	for _, k := range set.Keys {
-		if (kid == "" || k.KeyID == kid) && (k.Algorithm == "" || k.Algorithm == alg) {
+func (v *Verifier) candidates(kid, alg string) []verifyKey {
+	var out []verifyKey
+	for _, k := range *v.keys.Load() {
+		if (kid == "" || k.kid == kid) && (k.alg == "" || k.alg == alg) {
 			out = append(out, k)
 		}
 	}

@@ -63,6 +63,7 @@ func TestVerify(t *testing.T) {
 		{"alg none", testjwt.AlgNone(), "malformed token or unsupported algorithm"},
 		{"hmac with the public key", testjwt.HMACWithPublicKey(), "malformed token or unsupported algorithm"},
 		{"garbage", "not.a.token", "malformed token"},
+		{"JSON serialization", `{"payload":"e30","signatures":[{"protected":"eyJhbGciOiJSUzI1NiJ9","signature":"c2ln"}]}`, "not a compact JWS"},
 		{"empty", "", "malformed token"},
 		{"no tenant", testjwt.Sign(t, good, map[string]any{"tenant_id": nil}), `lacks the tenant claim "tenant_id"`},
 		{"no subject", testjwt.Sign(t, good, map[string]any{"sub": nil}), `lacks the subject claim "sub"`},

@@ -15,8 +15,9 @@ import (
 	"os"
 	"time"
 
-	"github.com/go-jose/go-jose/v4"
-	"github.com/go-jose/go-jose/v4/jwt"
+	"github.com/lestrrat-go/jwx/v3/jwa"
+	"github.com/lestrrat-go/jwx/v3/jwk"
+	"github.com/lestrrat-go/jwx/v3/jws"
 )
 
 // token signs a bearer token for trying the ext_authz fronts locally:
@@ -45,14 +46,26 @@ func token(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	pub := jose.JSONWebKey{Key: &key.PublicKey, Algorithm: string(jose.ES256), Use: "sig"}
+	pub, err := jwk.Import(&key.PublicKey)
+	if err != nil {
+		return err
+	}
 	thumb, err := pub.Thumbprint(crypto.SHA256)
 	if err != nil {
 		return err
 	}
-	pub.KeyID = base64.RawURLEncoding.EncodeToString(thumb)
+	kid := base64.RawURLEncoding.EncodeToString(thumb)
+	for name, v := range map[string]any{jwk.KeyIDKey: kid, jwk.AlgorithmKey: jwa.ES256(), jwk.KeyUsageKey: "sig"} {
+		if err := pub.Set(name, v); err != nil {
+			return err
+		}
+	}
 	if *jwksOut != "" {
-		b, _ := json.MarshalIndent(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{pub}}, "", "  ")
+		set := jwk.NewSet()
+		if err := set.AddKey(pub); err != nil {
+			return err
+		}
+		b, _ := json.MarshalIndent(set, "", "  ")
 		if err := os.WriteFile(*jwksOut, append(b, '\n'), 0o644); err != nil {
 			return fmt.Errorf("jwks-out: %w", err)
 		}
@@ -66,11 +79,6 @@ func token(args []string, stdout, stderr io.Writer) error {
 	if *sub == "" || *tenant == "" {
 		return usagef("sub and tenant: a token needs both")
 	}
-	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: key},
-		(&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", pub.KeyID))
-	if err != nil {
-		return err
-	}
 	now := time.Now()
 	claims := map[string]any{"sub": *sub, "tenant_id": *tenant, "iat": now.Unix(), "nbf": now.Unix(), "exp": now.Add(*ttl).Unix()}
 	for k, v := range map[string]string{"app_id": *app, "iss": *iss, "aud": *aud} {
@@ -78,10 +86,21 @@ func token(args []string, stdout, stderr io.Writer) error {
 			claims[k] = v
 		}
 	}
-	tok, err := jwt.Signed(signer).Claims(claims).Serialize()
+	payload, err := json.Marshal(claims)
 	if err != nil {
 		return err
 	}
+	hdr := jws.NewHeaders()
+	for name, v := range map[string]string{jws.TypeKey: "JWT", jws.KeyIDKey: kid} {
+		if err := hdr.Set(name, v); err != nil {
+			return err
+		}
+	}
+	signed, err := jws.Sign(payload, jws.WithKey(jwa.ES256(), key, jws.WithProtectedHeaders(hdr)))
+	if err != nil {
+		return err
+	}
+	tok := string(signed)
 	_, err = fmt.Fprintln(stdout, tok)
 	return err
 }

@@ -1,18 +1,20 @@
-// Package testjwt makes signing keys, key sets and tokens for tests.
+// Package testjwt makes signing keys, key sets and tokens for tests, with
+// the standard library alone, so the verifier is tested against a JOSE
+// implementation other than its own.
 package testjwt
 
 import (
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"math/big"
 	"testing"
 	"time"
-
-	"github.com/go-jose/go-jose/v4"
-	"github.com/go-jose/go-jose/v4/jwt"
 )
 
 // Issuer and Audience are what Sign puts in tokens by default.
@@ -25,7 +27,7 @@ const (
 type Key struct {
 	priv any
 	Kid  string
-	Alg  jose.SignatureAlgorithm
+	Alg  string
 }
 
 // RSA makes a 2048-bit RS256 key.
@@ -35,7 +37,7 @@ func RSA(t testing.TB, kid string) Key {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return Key{k, kid, jose.RS256}
+	return Key{k, kid, "RS256"}
 }
 
 // EC makes a P-256 ES256 key.
@@ -45,23 +47,33 @@ func EC(t testing.TB, kid string) Key {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return Key{k, kid, jose.ES256}
+	return Key{k, kid, "ES256"}
 }
 
-func (k Key) public() jose.JSONWebKey {
-	var pub any
+var b64 = base64.RawURLEncoding
+
+func (k Key) public() map[string]string {
+	jwk := map[string]string{"kid": k.Kid, "alg": k.Alg, "use": "sig"}
 	switch p := k.priv.(type) {
 	case *rsa.PrivateKey:
-		pub = &p.PublicKey
+		jwk["kty"], jwk["n"], jwk["e"] = "RSA", b64.EncodeToString(p.N.Bytes()), b64.EncodeToString(big.NewInt(int64(p.E)).Bytes())
 	case *ecdsa.PrivateKey:
-		pub = &p.PublicKey
+		x, y := make([]byte, 32), make([]byte, 32)
+		p.X.FillBytes(x)
+		p.Y.FillBytes(y)
+		jwk["kty"], jwk["crv"], jwk["x"], jwk["y"] = "EC", "P-256", b64.EncodeToString(x), b64.EncodeToString(y)
 	}
-	return jose.JSONWebKey{Key: pub, KeyID: k.Kid, Algorithm: string(k.Alg), Use: "sig"}
+	if k.Kid == "" {
+		delete(jwk, "kid")
+	}
+	return jwk
 }
 
 // JWKS returns the public key set of keys.
 func JWKS(keys ...Key) []byte {
-	set := jose.JSONWebKeySet{}
+	set := struct {
+		Keys []map[string]string `json:"keys"`
+	}{}
 	for _, k := range keys {
 		set.Keys = append(set.Keys, k.public())
 	}
@@ -84,19 +96,33 @@ func Sign(t testing.TB, k Key, claims map[string]any) string {
 			all[n] = v
 		}
 	}
-	opts := (&jose.SignerOptions{}).WithType("JWT")
+	hdr := map[string]string{"alg": k.Alg, "typ": "JWT"}
 	if k.Kid != "" {
-		opts = opts.WithHeader("kid", k.Kid)
+		hdr["kid"] = k.Kid
 	}
-	s, err := jose.NewSigner(jose.SigningKey{Algorithm: k.Alg, Key: k.priv}, opts)
+	h, _ := json.Marshal(hdr)
+	p, err := json.Marshal(all)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok, err := jwt.Signed(s).Claims(all).Serialize()
+	input := b64.EncodeToString(h) + "." + b64.EncodeToString(p)
+	sum := sha256.Sum256([]byte(input))
+	var sig []byte
+	switch priv := k.priv.(type) {
+	case *rsa.PrivateKey:
+		sig, err = rsa.SignPKCS1v15(rand.Reader, priv, crypto.SHA256, sum[:])
+	case *ecdsa.PrivateKey:
+		var r, s *big.Int
+		if r, s, err = ecdsa.Sign(rand.Reader, priv, sum[:]); err == nil {
+			sig = make([]byte, 64) // JWS: R and S, 32 bytes each (RFC 7518 §3.4)
+			r.FillBytes(sig[:32])
+			s.FillBytes(sig[32:])
+		}
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	return tok
+	return input + "." + b64.EncodeToString(sig)
 }
 
 // AlgNone is an unsigned token ("alg": "none") with otherwise valid claims.
