@@ -6,12 +6,11 @@ import (
 )
 
 // Edit puts (Record set) or deletes (Record nil) one record of a tenant.
-// Record is a valid *License, *Assignment, *Entitlement or *Group of Kind
-// and of the tenant it is listed under.
+// Record is a valid record of Kind and of the tenant it is listed under.
 type Edit struct {
 	Kind   Kind
 	ID     string
-	Record any
+	Record Record
 }
 
 // WithEdits returns a copy of s at revision rev with each tenant's edits
@@ -44,10 +43,10 @@ func applyEdits(t *Tenant, edits []Edit) *Document {
 	} else {
 		base = &Document{}
 	}
-	var last [4]map[string]any // kind -> id -> record, or nil for a delete
+	var last [4]map[string]Record // kind -> id -> record, or nil for a delete
 	for _, e := range edits {
 		if last[e.Kind] == nil {
-			last[e.Kind] = map[string]any{}
+			last[e.Kind] = map[string]Record{}
 		}
 		last[e.Kind][e.ID] = e.Record
 	}
@@ -62,7 +61,7 @@ func applyEdits(t *Tenant, edits []Edit) *Document {
 
 // merge returns recs with the records of changes put and their deletes
 // applied; the order does not matter (builds sort by id).
-func merge[T any](recs []*T, changes map[string]any, id func(*T) string) []*T {
+func merge[T any](recs []*T, changes map[string]Record, id func(*T) string) []*T {
 	if len(changes) == 0 {
 		return recs
 	}
@@ -73,7 +72,7 @@ func merge[T any](recs []*T, changes map[string]any, id func(*T) string) []*T {
 		}
 	}
 	for _, c := range changes {
-		if r, ok := c.(*T); ok && r != nil {
+		if r, ok := any(c).(*T); ok && r != nil {
 			out = append(out, r)
 		}
 	}

@@ -13,49 +13,32 @@ import (
 )
 
 // model is the state as plain maps, edited alongside the snapshot.
-type model map[decision.Kind]map[string]any // kind -> "tenant\x00id" -> record
+type model map[string]decision.Record // "kind\x00tenant\x00id" -> record
 
 func newModel(d *decision.Document) model {
 	m := model{}
-	for _, r := range d.Licenses {
-		m.put(decision.KindLicense, r.TenantID, r.ID, r)
-	}
-	for _, r := range d.Assignments {
-		m.put(decision.KindAssignment, r.TenantID, r.ID, r)
-	}
-	for _, r := range d.Entitlements {
-		m.put(decision.KindEntitlement, r.TenantID, r.ID, r)
-	}
-	for _, r := range d.Groups {
-		m.put(decision.KindGroup, r.TenantID, r.ID, r)
+	for _, k := range []decision.Kind{decision.KindLicense, decision.KindAssignment, decision.KindEntitlement, decision.KindGroup} {
+		for _, r := range d.RecordsOf(k) {
+			tenant, id := r.Key()
+			m.put(k, tenant, id, r)
+		}
 	}
 	return m
 }
 
-func (m model) put(k decision.Kind, tenant, id string, rec any) {
-	if m[k] == nil {
-		m[k] = map[string]any{}
-	}
+func (m model) put(k decision.Kind, tenant, id string, rec decision.Record) {
+	key := k.String() + "\x00" + tenant + "\x00" + id
 	if rec == nil {
-		delete(m[k], tenant+"\x00"+id)
+		delete(m, key)
 		return
 	}
-	m[k][tenant+"\x00"+id] = rec
+	m[key] = rec
 }
 
 func (m model) document() *decision.Document {
 	d := &decision.Document{}
-	for _, r := range m[decision.KindLicense] {
-		d.Licenses = append(d.Licenses, r.(*decision.License))
-	}
-	for _, r := range m[decision.KindAssignment] {
-		d.Assignments = append(d.Assignments, r.(*decision.Assignment))
-	}
-	for _, r := range m[decision.KindEntitlement] {
-		d.Entitlements = append(d.Entitlements, r.(*decision.Entitlement))
-	}
-	for _, r := range m[decision.KindGroup] {
-		d.Groups = append(d.Groups, r.(*decision.Group))
+	for _, r := range m {
+		d.Add(r)
 	}
 	return d
 }
@@ -88,19 +71,8 @@ func TestWithEditsEqualsRebuild(t *testing.T) {
 		}
 		return fmt.Sprintf("%q", g.Now.Add(time.Duration(r.IntN(48)-24)*time.Hour).Format(time.RFC3339))
 	}
-	decode := func(k decision.Kind, js string) any {
-		var rec any
-		var err error
-		switch k {
-		case decision.KindLicense:
-			rec, err = decision.DecodeLicense([]byte(js))
-		case decision.KindAssignment:
-			rec, err = decision.DecodeAssignment([]byte(js))
-		case decision.KindEntitlement:
-			rec, err = decision.DecodeEntitlement([]byte(js))
-		case decision.KindGroup:
-			rec, err = decision.DecodeGroup([]byte(js))
-		}
+	decode := func(k decision.Kind, js string) decision.Record {
+		rec, err := decision.DecodeRecord(k, []byte(js))
 		if err != nil {
 			t.Fatalf("generated record %s: %v", js, err)
 		}
@@ -137,7 +109,7 @@ func TestWithEditsEqualsRebuild(t *testing.T) {
 				k, id = decision.KindGroup, fmt.Sprintf("edit-g%d", r.IntN(3))
 				js = fmt.Sprintf(`{"id": %q, "tenant_id": %q, "members": [{"id": %q, "type": "person"}]}`, id, tenant, person)
 			}
-			var rec any
+			var rec decision.Record
 			if r.IntN(4) > 0 {
 				rec = decode(k, js)
 			}

@@ -73,8 +73,7 @@ func optNum(p *jsonscan.Scanner, dst **int64) bool {
 
 func boolean(p *jsonscan.Scanner, dst *bool) bool { return p.Null() || p.Bool(dst) }
 
-var licenseKeys = []string{"id", "tenant_id", "name", "description", "asset_id", "seat_limit", "type", "status",
-	"valid_from", "expires_at", "lease_duration_s", "app_id", "created_at", "updated_at", "is_deleted"}
+var licenseKeys = wireKeys[licenseWire]()
 
 func fastLicense(b []byte, w *licenseWire) bool {
 	p := &jsonscan.Scanner{Buf: b}
@@ -115,8 +114,7 @@ func fastLicense(b []byte, w *licenseWire) bool {
 	}) && p.Done()
 }
 
-var assignmentKeys = []string{"id", "tenant_id", "license_id", "assignee_id", "assignee_type", "asset_id", "reservation",
-	"status", "assigned_at", "valid_from", "expires_at", "is_deleted", "app_id", "last_used_at"}
+var assignmentKeys = wireKeys[assignmentWire]()
 
 func fastAssignment(b []byte, w *assignmentWire) bool {
 	p := &jsonscan.Scanner{Buf: b}
@@ -155,8 +153,7 @@ func fastAssignment(b []byte, w *assignmentWire) bool {
 	}) && p.Done()
 }
 
-var entitlementKeys = []string{"id", "tenant_id", "asset_id", "principal_id", "principal_type", "entitlement_type",
-	"grant_source", "status", "granted_at", "valid_from", "expires_at", "is_deleted", "app_id"}
+var entitlementKeys = wireKeys[entitlementWire]()
 
 func fastEntitlement(b []byte, w *entitlementWire) bool {
 	p := &jsonscan.Scanner{Buf: b}
@@ -193,7 +190,7 @@ func fastEntitlement(b []byte, w *entitlementWire) bool {
 	}) && p.Done()
 }
 
-var groupKeys, memberKeys = []string{"id", "tenant_id", "members"}, []string{"id", "type"}
+var groupKeys, memberKeys = wireKeys[groupWire](), wireKeys[memberWire]()
 
 func fastGroup(b []byte, w *groupWire) bool {
 	p := &jsonscan.Scanner{Buf: b}

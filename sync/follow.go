@@ -363,9 +363,9 @@ func (f *RedisFollower) apply(ctx context.Context, streams []redis.XStream) erro
 					edits[tenant] = append(edits[tenant], decision.Edit{Kind: kind, ID: id})
 					continue
 				}
-				rec, err := decodeRecord(kind, []byte(str(FieldRecord)))
+				rec, err := decision.DecodeRecord(kind, []byte(str(FieldRecord)))
 				if err == nil {
-					if rt, rid := identity(rec); rt != tenant || rid != id {
+					if rt, rid := rec.Key(); rt != tenant || rid != id {
 						err = fmt.Errorf("record names tenant %q id %q, the event tenant %q id %q", rt, rid, tenant, id)
 					}
 				}

@@ -118,62 +118,6 @@ func NewClient(rawURL, name string) (redis.UniversalClient, error) {
 	return nil, fmt.Errorf("redis-url: unknown mode %q (want cluster or sentinel)", mode)
 }
 
-// decodeRecord validates one stored record of a kind.
-func decodeRecord(kind decision.Kind, raw []byte) (any, error) {
-	switch kind {
-	case decision.KindLicense:
-		return decision.DecodeLicense(raw)
-	case decision.KindAssignment:
-		return decision.DecodeAssignment(raw)
-	case decision.KindEntitlement:
-		return decision.DecodeEntitlement(raw)
-	case decision.KindGroup:
-		return decision.DecodeGroup(raw)
-	}
-	return nil, fmt.Errorf("unknown kind %d", kind)
-}
-
-func add(d *decision.Document, rec any) {
-	switch r := rec.(type) {
-	case *decision.License:
-		d.Licenses = append(d.Licenses, r)
-	case *decision.Assignment:
-		d.Assignments = append(d.Assignments, r)
-	case *decision.Entitlement:
-		d.Entitlements = append(d.Entitlements, r)
-	case *decision.Group:
-		d.Groups = append(d.Groups, r)
-	}
-}
-
-func identity(rec any) (tenant, id string) {
-	switch r := rec.(type) {
-	case *decision.License:
-		return r.TenantID, r.ID
-	case *decision.Assignment:
-		return r.TenantID, r.ID
-	case *decision.Entitlement:
-		return r.TenantID, r.ID
-	case *decision.Group:
-		return r.TenantID, r.ID
-	}
-	return "", ""
-}
-
-func appendJSON(rec any) []byte {
-	switch r := rec.(type) {
-	case *decision.License:
-		return r.AppendJSON(nil)
-	case *decision.Assignment:
-		return r.AppendJSON(nil)
-	case *decision.Entitlement:
-		return r.AppendJSON(nil)
-	case *decision.Group:
-		return r.AppendJSON(nil)
-	}
-	return nil
-}
-
 // pipeliner is a client or a WATCH transaction's connection.
 type pipeliner interface {
 	Pipeline() redis.Pipeliner
@@ -235,9 +179,9 @@ func (r *rawTenant) decode(k Keys, bad []error) (*decision.Document, []error) {
 	for j, kind := range Kinds {
 		for id, raw := range r.kinds[j] {
 			// The decoders only read their input: no copy of the reply.
-			rec, err := decodeRecord(kind, unsafe.Slice(unsafe.StringData(raw), len(raw)))
+			rec, err := decision.DecodeRecord(kind, unsafe.Slice(unsafe.StringData(raw), len(raw)))
 			if err == nil {
-				if rt, rid := identity(rec); rt != r.tenant || rid != id {
+				if rt, rid := rec.Key(); rt != r.tenant || rid != id {
 					err = fmt.Errorf("%s %q stored under tenant %q id %q names tenant %q id %q", kind, id, r.tenant, id, rt, rid)
 				}
 			}
@@ -245,7 +189,7 @@ func (r *rawTenant) decode(k Keys, bad []error) (*decision.Document, []error) {
 				bad = append(bad, fmt.Errorf("key %s field %q: %w", k.Records(r.tenant, kind), id, err))
 				continue
 			}
-			add(d, rec)
+			d.Add(rec)
 		}
 	}
 	return d, bad

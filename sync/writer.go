@@ -132,12 +132,12 @@ func (w *Writer) retry(ctx context.Context, fn func(*redis.Tx) error, keys ...st
 // Put validates one record (the state format of that kind) and writes it,
 // replacing any record of the same kind, tenant and id.
 func (w *Writer) Put(ctx context.Context, kind decision.Kind, raw []byte) error {
-	rec, err := decodeRecord(kind, raw)
+	rec, err := decision.DecodeRecord(kind, raw)
 	if err != nil {
 		return err
 	}
-	tenant, id := identity(rec)
-	canonical := appendJSON(rec)
+	tenant, id := rec.Key()
+	canonical := rec.AppendJSON(nil)
 	key := w.k.Records(tenant, kind)
 	watch := []string{key}
 	if kind == decision.KindAssignment {
@@ -357,7 +357,7 @@ func (w *Writer) swap(ctx context.Context, tx *redis.Tx, tenants []string, docs 
 	}
 	for _, t := range tenants {
 		for _, kind := range Kinds {
-			recs := records(docs[t], kind)
+			recs := docs[t].RecordsOf(kind)
 			if len(recs) == 0 {
 				continue
 			}
@@ -366,8 +366,8 @@ func (w *Writer) swap(ctx context.Context, tx *redis.Tx, tenants []string, docs 
 			for start := 0; start < len(recs); start += 1000 {
 				args := make([]any, 0, 2*min(1000, len(recs)-start))
 				for _, rec := range recs[start:min(start+1000, len(recs))] {
-					_, id := identity(rec)
-					js := appendJSON(rec)
+					_, id := rec.Key()
+					js := rec.AppendJSON(nil)
 					args = append(args, id, js)
 					queued += len(id) + len(js)
 					written += int64(len(id) + len(js))
@@ -451,29 +451,6 @@ func (w *Writer) ExportValid(ctx context.Context) (*decision.Document, []error, 
 	return decision.NewSnapshot(whole, 0).Document(), bad, nil
 }
 
-func records(d *decision.Document, kind decision.Kind) []any {
-	var out []any
-	switch kind {
-	case decision.KindLicense:
-		for _, r := range d.Licenses {
-			out = append(out, r)
-		}
-	case decision.KindAssignment:
-		for _, r := range d.Assignments {
-			out = append(out, r)
-		}
-	case decision.KindEntitlement:
-		for _, r := range d.Entitlements {
-			out = append(out, r)
-		}
-	case decision.KindGroup:
-		for _, r := range d.Groups {
-			out = append(out, r)
-		}
-	}
-	return out
-}
-
 // overlay returns base with each record of top replacing the one of the
 // same kind and id.
 func overlay(base, top *decision.Document) *decision.Document {
@@ -486,14 +463,14 @@ func overlay(base, top *decision.Document) *decision.Document {
 	out := &decision.Document{}
 	for _, kind := range Kinds {
 		seen := map[string]bool{}
-		for _, r := range records(top, kind) {
-			_, id := identity(r)
+		for _, r := range top.RecordsOf(kind) {
+			_, id := r.Key()
 			seen[id] = true
-			add(out, r)
+			out.Add(r)
 		}
-		for _, r := range records(base, kind) {
-			if _, id := identity(r); !seen[id] {
-				add(out, r)
+		for _, r := range base.RecordsOf(kind) {
+			if _, id := r.Key(); !seen[id] {
+				out.Add(r)
 			}
 		}
 	}
