@@ -138,8 +138,11 @@ type cacheEntry struct {
 	license   string
 }
 
-// DefaultCacheMaxBytes is CacheMaxBytes's default.
-const DefaultCacheMaxBytes = 64 << 20
+// The cache's defaults: CacheEntries and CacheMaxBytes.
+const (
+	DefaultCacheEntries  = 1_000_000
+	DefaultCacheMaxBytes = 64 << 20
+)
 
 // entryCost is the memory an entry holds, for the cache's byte bound: its
 // own key, the entry, and ristretto's bookkeeping for it. Its other
@@ -182,7 +185,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 	if cfg.CacheEntries >= 0 {
 		n := cfg.CacheEntries
 		if n == 0 {
-			n = 1_000_000
+			n = DefaultCacheEntries
 		}
 		maxBytes := cfg.CacheMaxBytes
 		if maxBytes <= 0 {

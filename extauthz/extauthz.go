@@ -60,6 +60,9 @@ func New(cfg Config) (*Authorizer, error) {
 	return &Authorizer{cfg: cfg}, nil
 }
 
+// Routes is the route table the authorizer matches requests against.
+func (a *Authorizer) Routes() *Routes { return a.cfg.Routes }
+
 // Metrics returns the metrics of the engine it asks, or nil.
 func (a *Authorizer) Metrics() *decision.Metrics { return a.cfg.Engine.Metrics() }
 

@@ -55,6 +55,15 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// Config's defaults.
+const (
+	DefaultSubjectClaim = "sub"
+	DefaultTenantClaim  = "tenant_id"
+	DefaultAppClaim     = "app_id"
+	DefaultLeeway       = 30 * time.Second
+	DefaultRefresh      = 5 * time.Minute
+)
+
 // Validate reports every problem of the configuration.
 func (c Config) Validate() error {
 	var errs []error
@@ -113,14 +122,14 @@ func NewVerifier(ctx context.Context, cfg Config) (*Verifier, error) {
 			*s = v
 		}
 	}
-	def(&cfg.SubjectClaim, "sub")
-	def(&cfg.TenantClaim, "tenant_id")
-	def(&cfg.AppClaim, "app_id")
+	def(&cfg.SubjectClaim, DefaultSubjectClaim)
+	def(&cfg.TenantClaim, DefaultTenantClaim)
+	def(&cfg.AppClaim, DefaultAppClaim)
 	if cfg.Leeway == 0 {
-		cfg.Leeway = 30 * time.Second
+		cfg.Leeway = DefaultLeeway
 	}
 	if cfg.Refresh == 0 {
-		cfg.Refresh = 5 * time.Minute
+		cfg.Refresh = DefaultRefresh
 	}
 	if cfg.HTTPClient == nil {
 		cfg.HTTPClient = &http.Client{Timeout: 5 * time.Second}

@@ -17,6 +17,12 @@ import (
 	"github.com/usher-authz/usher/decision"
 )
 
+// RedisConfig's defaults.
+const (
+	DefaultSnapshotInterval = 10 * time.Second
+	DefaultVerifyInterval   = time.Second
+)
+
 // RedisConfig configures a RedisFollower.
 type RedisConfig struct {
 	// Client is the Redis to follow; required. Its commands must honour
@@ -166,8 +172,8 @@ func NewRedisFollower(cfg RedisConfig) (*RedisFollower, error) {
 			*d = v
 		}
 	}
-	def(&cfg.SnapshotInterval, 10*time.Second)
-	def(&cfg.VerifyInterval, time.Second)
+	def(&cfg.SnapshotInterval, DefaultSnapshotInterval)
+	def(&cfg.VerifyInterval, DefaultVerifyInterval)
 	def(&cfg.StallTimeout, time.Second)
 	def(&cfg.BackoffMin, 50*time.Millisecond)
 	def(&cfg.BackoffMax, 5*time.Second)

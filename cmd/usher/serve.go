@@ -108,60 +108,16 @@ func (f *serveFlags) validate() error {
 }
 
 func serve(args []string, stderr io.Writer) error {
-	fs := newFlagSet("serve", "", stderr)
-	var f serveFlags
-	fs.StringVar(&f.state, "state", "", "state document to follow, reloaded on change (default: the embedded demo state)")
-	fs.StringVar(&f.redisURL, "redis-url", "", "follow the state in this Redis (redis://, rediss://, redis+cluster://, redis+sentinel://)")
-	fs.StringVar(&f.namespace, "namespace", statesync.DefaultNamespace, "Redis key namespace")
-	fs.StringVar(&f.snapshotFile, "snapshot-file", "", "with --redis-url: keep the last applied state in this file, and serve it at start while Redis is down")
-	fs.DurationVar(&f.snapshotInterval, "snapshot-interval", 10*time.Second, "with --snapshot-file: rewrite the file at most this often")
-	fs.DurationVar(&f.syncVerify, "sync-verify-interval", time.Second, "with --redis-url: prove at least this often that the change stream still continues from the applied position (else reload in full); a Redis that does not answer within this plus 1s is an outage")
-	fs.DurationVar(&f.maxStaleness, "max-staleness", 0, "answer 503 state_stale and fail readiness once the state was last known current longer ago than this (0: off)")
-	fs.StringVar(&f.grpcAddr, "grpc-addr", grpcfront.DefaultAddr, "gRPC listen address of the Envoy ext_authz service (started with --jwks)")
-	fs.StringVar(&f.routes, "routes", "", "route data (YAML or JSON) for the ext_authz fronts: which route needs which seat or entitlement")
-	fs.StringVar(&f.jwks, "jwks", "", "JSON Web Key Set (file or http(s) URL) that verifies bearer tokens; turns on the ext_authz fronts")
-	fs.StringVar(&f.issuer, "jwt-issuer", "", "required iss of tokens (empty: not checked)")
-	fs.StringVar(&f.audience, "jwt-audience", "", "required aud of tokens (empty: not checked)")
-	fs.StringVar(&f.subClaim, "jwt-subject-claim", "sub", "claim naming the subject")
-	fs.StringVar(&f.tenantClaim, "jwt-tenant-claim", "tenant_id", "claim naming the tenant")
-	fs.StringVar(&f.appClaim, "jwt-app-claim", "app_id", "claim naming the app scope")
-	fs.DurationVar(&f.leeway, "jwt-leeway", 30*time.Second, "clock skew allowed on exp and nbf")
-	fs.DurationVar(&f.jwksRefresh, "jwks-refresh", 5*time.Minute, "how often the key set is reread (an unknown kid rereads it at once, at most once a second)")
-	fs.BoolVar(&f.evaluateAuth, "evaluate-auth", false, "require the bearer token on /v1/evaluate, batch and the compat endpoint, and take tenant and app scope from it")
-	fs.StringVar(&f.policyDir, "policy-dir", "", "directory of .rego policies, hot-reloaded (default: the embedded rego/)")
-	fs.StringVar(&f.httpAddr, "http-addr", server.DefaultAddr, "HTTP listen address")
-	fs.IntVar(&f.maxBody, "max-body-bytes", server.DefaultMaxBodyBytes, "largest accepted request body, in bytes")
-	fs.IntVar(&f.maxHeader, "max-header-bytes", server.DefaultMaxHeaderBytes, "largest accepted request line and headers, in bytes (431 beyond)")
-	fs.Int64Var(&f.cacheEntries, "cache-entries", 1_000_000, "decision cache entries to size for; -1 disables the cache")
-	fs.Int64Var(&f.cacheMaxBytes, "cache-max-bytes", decision.DefaultCacheMaxBytes, "most memory the decision cache's entries hold, in bytes")
-	fs.DurationVar(&f.drain, "shutdown-timeout", 10*time.Second, "how long in-flight requests may take to finish after SIGTERM")
-	fs.DurationVar(&f.shutdownDelay, "shutdown-delay", 0, "after SIGTERM, keep serving (not ready, closing connections) this long before the listeners close, so load balancers notice")
-	fs.StringVar(&f.decisionLog, "decision-log", "", "write a JSON line per sampled decision to this file (- for stdout); never blocks a decision")
-	fs.Float64Var(&f.decisionLogSample, "decision-log-sample", 1, "fraction of decisions the decision log keeps, in (0, 1]")
-	fs.StringVar(&f.debugAddr, "debug-addr", "", "serve Go's pprof profiles under /debug/pprof/ on this address (off when empty; keep it on loopback)")
-	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
-	if err := parseFlags(fs, args); err != nil {
+	f, err := parseServeFlags(args, stderr)
+	if err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return usagef("serve takes no arguments, got %q", fs.Args())
-	}
-	if err := f.validate(); err != nil {
-		return usageError{err}
 	}
 	log, err := newLogger(stderr, f.logLevel, f.logFormat)
 	if err != nil {
 		return err
 	}
 	redis.SetLogger(redisLog{log})
-
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "usher_build_info",
-		Help: "1, labelled with the version, the Go version and the source revision of this binary."}, []string{"version", "goversion", "revision"})
-	buildInfo.WithLabelValues(version, runtime.Version(), vcsRevision()).Set(1)
-	reg.MustRegister(buildInfo)
+	reg := newRegistry()
 	sig, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	// Every goroutine started below is joined before serve returns: the
@@ -169,24 +125,12 @@ func serve(args []string, stderr io.Writer) error {
 	ctx, cancel := context.WithCancel(sig)
 	var wg sync.WaitGroup
 	defer func() { cancel(); wg.Wait() }()
-	var dlog *decision.Logger
-	if f.decisionLog != "" {
-		w := io.Writer(os.Stdout)
-		if f.decisionLog != "-" {
-			file, err := os.OpenFile(f.decisionLog, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
-			if err != nil {
-				return usagef("decision-log: %v", err)
-			}
-			defer file.Close()
-			w = file
-		}
-		if dlog, err = decision.NewLogger(decision.LogConfig{W: w, Sample: f.decisionLogSample, Registerer: reg}); err != nil {
-			return usageError{err}
-		}
-		logCtx, stopLog := context.WithCancel(context.Background())
-		go dlog.Run(logCtx)
-		defer func() { stopLog(); dlog.Wait() }() // the last entries are written before exit
+
+	dlog, closeLog, err := openDecisionLog(f, reg)
+	if err != nil {
+		return err
 	}
+	defer closeLog() // the last entries are written before exit
 	var engine *decision.Engine
 	metrics := decision.NewMetrics(reg, func() time.Time { return engine.FreshAt() })
 	engine, err = decision.NewEngine(decision.Config{CacheEntries: f.cacheEntries, CacheMaxBytes: f.cacheMaxBytes, Metrics: metrics, Log: dlog})
@@ -194,7 +138,6 @@ func serve(args []string, stderr io.Writer) error {
 		return err
 	}
 	defer engine.Close()
-
 	reloader, err := policy.NewReloader(policy.ReloaderConfig{
 		Dir: f.policyDir, Apply: func(c *policy.Compiled) { engine.SetPolicy(c) }, Logger: log, Registerer: reg,
 	})
@@ -205,139 +148,54 @@ func serve(args []string, stderr io.Writer) error {
 		return err
 	}
 	wg.Go(func() { reloader.Run(ctx) })
-
-	var verifier *jwtauth.Verifier
-	var routes *extauthz.Routes
-	if f.jwks != "" {
-		verifier, err = jwtauth.NewVerifier(ctx, jwtauth.Config{JWKS: f.jwks, Issuer: f.issuer, Audience: f.audience,
-			SubjectClaim: f.subClaim, TenantClaim: f.tenantClaim, AppClaim: f.appClaim, Leeway: f.leeway, Refresh: f.jwksRefresh, Logger: log})
-		if err != nil {
-			return usageError{err}
-		}
-		wg.Go(func() { verifier.Run(ctx) })
-		if f.routes != "" {
-			if routes, err = extauthz.LoadRoutes(f.routes); err != nil {
-				return usageError{err}
-			}
-		} else {
-			log.Warn("no --routes: every ext_authz request is denied no_route")
-		}
+	verifier, authorizer, err := startMesh(ctx, &wg, f, engine, reloader, log)
+	if err != nil {
+		return err
 	}
-	source := "demo"
-	var follower *statesync.FileFollower
-	var redisFollower *statesync.RedisFollower
-	switch {
-	case f.redisURL != "":
-		source = "redis"
-		client, err := statesync.NewClient(f.redisURL, "usher-sidecar")
-		if err != nil {
-			return usageError{err}
-		}
-		redisFollower, err = statesync.NewRedisFollower(statesync.RedisConfig{
-			Client: client, Namespace: f.namespace, Publish: engine.SetSnapshot, Fresh: engine.MarkFresh,
-			Logger: log, Registerer: reg, SnapshotFile: f.snapshotFile, SnapshotInterval: f.snapshotInterval, VerifyInterval: f.syncVerify,
-		})
-		if err != nil {
-			client.Close()
-			return usageError{err}
-		}
-		wg.Go(func() { redisFollower.Run(ctx); client.Close() })
-	case f.state != "":
-		source = "file"
-		follower, err = statesync.NewFileFollower(statesync.FileConfig{
-			Path: f.state, Publish: engine.SetSnapshot, Fresh: engine.MarkFresh, Logger: log, Registerer: reg,
-		})
-		if err != nil {
-			return usagef("%v", err)
-		}
-		// Loaded once the listeners are up (see below): a large file takes
-		// seconds, during which liveness must answer.
-	default:
-		snap, err := demoSnapshot()
-		if err != nil {
-			return err
-		}
-		engine.SetSnapshot(snap)
-		log.Info("serving the embedded demo state; use --state FILE for your own", "records", snap.Len())
-	}
-
-	var authorizer *extauthz.Authorizer
-	if verifier != nil {
-		if authorizer, err = extauthz.New(extauthz.Config{Engine: engine, Policy: reloader.Current, Routes: routes, Verifier: verifier, Logger: log}); err != nil {
-			return usageError{err}
-		}
+	src, err := startSource(ctx, &wg, f, engine, log, reg)
+	if err != nil {
+		return err
 	}
 	srv, err := server.New(server.Config{
 		Addr: f.httpAddr, MaxBodyBytes: f.maxBody, MaxHeaderBytes: f.maxHeader, Engine: engine, Gatherer: reg, Logger: log, MaxStaleness: f.maxStaleness,
-		Authorizer: authorizer, Verifier: verifier, EvaluateAuth: f.evaluateAuth,
-		Info: func() server.Info {
-			info := server.Info{Source: source, SyncState: "static"}
-			if follower != nil {
-				info.SyncState = "following"
-				info.SyncError = follower.LastError()
-			}
-			if redisFollower != nil {
-				st := redisFollower.Status()
-				info.SyncState, info.SyncLag, info.SyncError, info.SyncPosition = st.State, st.Lag, st.LastError, st.Position
-				info.SyncSince, info.SyncEpoch = st.ErrorSince, st.Epoch
-			}
-			if c := reloader.Current(); c != nil {
-				info.PolicyDigest = c.Digest()
-			}
-			info.PolicyError = reloader.LastError()
-			return info
-		},
+		Authorizer: authorizer, Verifier: verifier, EvaluateAuth: f.evaluateAuth, Info: src.info(reloader),
 	})
 	if err != nil {
 		return usagef("%v", err)
 	}
-	// Listeners are bound here, so a taken port fails before anything
-	// says "serving", and closing them ends their servers on every path.
-	httpLn, err := net.Listen("tcp", f.httpAddr)
+	ls, err := listen(f, authorizer != nil)
 	if err != nil {
-		return fmt.Errorf("http listen: %w", err)
+		return err
 	}
-	defer httpLn.Close()
-	var debugLn net.Listener
-	if f.debugAddr != "" {
-		if debugLn, err = net.Listen("tcp", f.debugAddr); err != nil {
-			return fmt.Errorf("debug listen: %w", err)
-		}
-		defer debugLn.Close()
-	}
-	var grpcLn net.Listener
-	if authorizer != nil {
-		if grpcLn, err = net.Listen("tcp", f.grpcAddr); err != nil {
-			return fmt.Errorf("grpc listen: %w", err)
-		}
-		defer grpcLn.Close()
-	}
+	defer ls.close()
+
 	errc := make(chan error, 4)
-	wg.Go(func() { errc <- srv.Serve(httpLn) })
-	if follower != nil {
+	wg.Go(func() { errc <- srv.Serve(ls.http) })
+	if src.file != nil {
 		wg.Go(func() {
-			if err := follower.Load(); err != nil {
+			if err := src.file.Load(); err != nil {
 				errc <- err // a state file that cannot be served at start stops the process
 				return
 			}
-			follower.Run(ctx)
+			src.file.Run(ctx)
 		})
 	}
-	if debugLn != nil {
-		wg.Go(func() { errc <- debugServe(debugLn) })
+	if ls.debug != nil {
+		wg.Go(func() { errc <- debugServe(ls.debug) })
 		log.Info("pprof serving", "debug", f.debugAddr+"/debug/pprof/")
 	}
 	var grpcSrv *grpc.Server
 	if authorizer != nil {
 		grpcSrv = grpcfront.NewServer(sig, authorizer, engine.Ready, 500*time.Millisecond)
-		wg.Go(func() { errc <- grpcSrv.Serve(grpcLn) })
-		log.Info("ext_authz serving", "grpc", f.grpcAddr, "http", f.httpAddr+"/ext_authz/", "routes", routes.Len())
+		wg.Go(func() { errc <- grpcSrv.Serve(ls.grpc) })
+		log.Info("ext_authz serving", "grpc", f.grpcAddr, "http", f.httpAddr+"/ext_authz/", "routes", authorizer.Routes().Len())
 	}
 	policyDir := f.policyDir
 	if policyDir == "" {
 		policyDir = "embedded"
 	}
-	log.Info("usher serving", "http", httpLn.Addr().String(), "version", version, "policy_dir", policyDir, "state", source)
+	log.Info("usher serving", "http", ls.http.Addr().String(), "version", version, "policy_dir", policyDir, "state", src.name)
+
 	var runErr error
 	select {
 	case runErr = <-errc:
@@ -347,29 +205,257 @@ func serve(args []string, stderr io.Writer) error {
 		srv.Drain()
 		time.Sleep(f.shutdownDelay)
 	}
-	sctx, cancelDrain := context.WithTimeout(context.Background(), f.drain)
-	defer cancelDrain()
-	if debugLn != nil {
-		debugLn.Close()
+	if err := shutdown(f.drain, srv, grpcSrv, ls); err != nil && runErr == nil {
+		runErr = err
+	}
+	cancel()
+	wg.Wait()
+	log.Info("stopped")
+	return runErr
+}
+
+// parseServeFlags defines serve's flags (defaults are the components'
+// own) and checks them all, every problem named.
+func parseServeFlags(args []string, stderr io.Writer) (*serveFlags, error) {
+	fs := newFlagSet("serve", "", stderr)
+	var f serveFlags
+	fs.StringVar(&f.state, "state", "", "state document to follow, reloaded on change (default: the embedded demo state)")
+	fs.StringVar(&f.redisURL, "redis-url", "", "follow the state in this Redis (redis://, rediss://, redis+cluster://, redis+sentinel://)")
+	fs.StringVar(&f.namespace, "namespace", statesync.DefaultNamespace, "Redis key namespace")
+	fs.StringVar(&f.snapshotFile, "snapshot-file", "", "with --redis-url: keep the last applied state in this file, and serve it at start while Redis is down")
+	fs.DurationVar(&f.snapshotInterval, "snapshot-interval", statesync.DefaultSnapshotInterval, "with --snapshot-file: rewrite the file at most this often")
+	fs.DurationVar(&f.syncVerify, "sync-verify-interval", statesync.DefaultVerifyInterval, "with --redis-url: prove at least this often that the change stream still continues from the applied position (else reload in full); a Redis that does not answer within this plus 1s is an outage")
+	fs.DurationVar(&f.maxStaleness, "max-staleness", 0, "answer 503 state_stale and fail readiness once the state was last known current longer ago than this (0: off)")
+	fs.StringVar(&f.grpcAddr, "grpc-addr", grpcfront.DefaultAddr, "gRPC listen address of the Envoy ext_authz service (started with --jwks)")
+	fs.StringVar(&f.routes, "routes", "", "route data (YAML or JSON) for the ext_authz fronts: which route needs which seat or entitlement")
+	fs.StringVar(&f.jwks, "jwks", "", "JSON Web Key Set (file or http(s) URL) that verifies bearer tokens; turns on the ext_authz fronts")
+	fs.StringVar(&f.issuer, "jwt-issuer", "", "required iss of tokens (empty: not checked)")
+	fs.StringVar(&f.audience, "jwt-audience", "", "required aud of tokens (empty: not checked)")
+	fs.StringVar(&f.subClaim, "jwt-subject-claim", jwtauth.DefaultSubjectClaim, "claim naming the subject")
+	fs.StringVar(&f.tenantClaim, "jwt-tenant-claim", jwtauth.DefaultTenantClaim, "claim naming the tenant")
+	fs.StringVar(&f.appClaim, "jwt-app-claim", jwtauth.DefaultAppClaim, "claim naming the app scope")
+	fs.DurationVar(&f.leeway, "jwt-leeway", jwtauth.DefaultLeeway, "clock skew allowed on exp and nbf")
+	fs.DurationVar(&f.jwksRefresh, "jwks-refresh", jwtauth.DefaultRefresh, "how often the key set is reread (an unknown kid rereads it at once, at most once a second)")
+	fs.BoolVar(&f.evaluateAuth, "evaluate-auth", false, "require the bearer token on /v1/evaluate, batch and the compat endpoint, and take tenant and app scope from it")
+	fs.StringVar(&f.policyDir, "policy-dir", "", "directory of .rego policies, hot-reloaded (default: the embedded rego/)")
+	fs.StringVar(&f.httpAddr, "http-addr", server.DefaultAddr, "HTTP listen address")
+	fs.IntVar(&f.maxBody, "max-body-bytes", server.DefaultMaxBodyBytes, "largest accepted request body, in bytes")
+	fs.IntVar(&f.maxHeader, "max-header-bytes", server.DefaultMaxHeaderBytes, "largest accepted request line and headers, in bytes (431 beyond)")
+	fs.Int64Var(&f.cacheEntries, "cache-entries", decision.DefaultCacheEntries, "decision cache entries to size for; -1 disables the cache")
+	fs.Int64Var(&f.cacheMaxBytes, "cache-max-bytes", decision.DefaultCacheMaxBytes, "most memory the decision cache's entries hold, in bytes")
+	fs.DurationVar(&f.drain, "shutdown-timeout", 10*time.Second, "how long in-flight requests may take to finish after SIGTERM")
+	fs.DurationVar(&f.shutdownDelay, "shutdown-delay", 0, "after SIGTERM, keep serving (not ready, closing connections) this long before the listeners close, so load balancers notice")
+	fs.StringVar(&f.decisionLog, "decision-log", "", "write a JSON line per sampled decision to this file (- for stdout); never blocks a decision")
+	fs.Float64Var(&f.decisionLogSample, "decision-log-sample", 1, "fraction of decisions the decision log keeps, in (0, 1]")
+	fs.StringVar(&f.debugAddr, "debug-addr", "", "serve Go's pprof profiles under /debug/pprof/ on this address (off when empty; keep it on loopback)")
+	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+	if err := parseFlags(fs, args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, usagef("serve takes no arguments, got %q", fs.Args())
+	}
+	if err := f.validate(); err != nil {
+		return nil, usageError{err}
+	}
+	return &f, nil
+}
+
+// newRegistry is the process's metrics registry: Go and process
+// collectors and usher_build_info; components register the rest.
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "usher_build_info",
+		Help: "1, labelled with the version, the Go version and the source revision of this binary."}, []string{"version", "goversion", "revision"})
+	buildInfo.WithLabelValues(version, runtime.Version(), vcsRevision()).Set(1)
+	reg.MustRegister(buildInfo)
+	return reg
+}
+
+// openDecisionLog starts the decision log when --decision-log asks for
+// one; closeLog writes what is queued and closes the file.
+func openDecisionLog(f *serveFlags, reg prometheus.Registerer) (dlog *decision.Logger, closeLog func(), err error) {
+	closeLog = func() {}
+	if f.decisionLog == "" {
+		return nil, closeLog, nil
+	}
+	w := io.Writer(os.Stdout)
+	var file *os.File
+	if f.decisionLog != "-" {
+		if file, err = os.OpenFile(f.decisionLog, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640); err != nil {
+			return nil, closeLog, usagef("decision-log: %v", err)
+		}
+		w = file
+	}
+	if dlog, err = decision.NewLogger(decision.LogConfig{W: w, Sample: f.decisionLogSample, Registerer: reg}); err != nil {
+		if file != nil {
+			file.Close()
+		}
+		return nil, closeLog, usageError{err}
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	go dlog.Run(ctx)
+	return dlog, func() {
+		stop()
+		dlog.Wait()
+		if file != nil {
+			file.Close()
+		}
+	}, nil
+}
+
+// startMesh starts token verification and, with it, the ext_authz
+// authorizer, when --jwks is given.
+func startMesh(ctx context.Context, wg *sync.WaitGroup, f *serveFlags, engine *decision.Engine, reloader *policy.Reloader, log *slog.Logger) (*jwtauth.Verifier, *extauthz.Authorizer, error) {
+	if f.jwks == "" {
+		return nil, nil, nil
+	}
+	verifier, err := jwtauth.NewVerifier(ctx, jwtauth.Config{JWKS: f.jwks, Issuer: f.issuer, Audience: f.audience,
+		SubjectClaim: f.subClaim, TenantClaim: f.tenantClaim, AppClaim: f.appClaim, Leeway: f.leeway, Refresh: f.jwksRefresh, Logger: log})
+	if err != nil {
+		return nil, nil, usageError{err}
+	}
+	wg.Go(func() { verifier.Run(ctx) })
+	var routes *extauthz.Routes
+	if f.routes != "" {
+		if routes, err = extauthz.LoadRoutes(f.routes); err != nil {
+			return nil, nil, usageError{err}
+		}
+	} else {
+		log.Warn("no --routes: every ext_authz request is denied no_route")
+	}
+	authorizer, err := extauthz.New(extauthz.Config{Engine: engine, Policy: reloader.Current, Routes: routes, Verifier: verifier, Logger: log})
+	if err != nil {
+		return nil, nil, usageError{err}
+	}
+	return verifier, authorizer, nil
+}
+
+// stateSource is where the state comes from: Redis, a file, or the demo.
+type stateSource struct {
+	name  string // redis, file or demo
+	file  *statesync.FileFollower
+	redis *statesync.RedisFollower
+}
+
+// startSource starts following Redis, prepares the file follower (loaded
+// once the listeners are up: a large file takes seconds, during which
+// liveness must answer), or serves the embedded demo.
+func startSource(ctx context.Context, wg *sync.WaitGroup, f *serveFlags, engine *decision.Engine, log *slog.Logger, reg prometheus.Registerer) (*stateSource, error) {
+	switch {
+	case f.redisURL != "":
+		client, err := statesync.NewClient(f.redisURL, "usher-sidecar")
+		if err != nil {
+			return nil, usageError{err}
+		}
+		rf, err := statesync.NewRedisFollower(statesync.RedisConfig{
+			Client: client, Namespace: f.namespace, Publish: engine.SetSnapshot, Fresh: engine.MarkFresh,
+			Logger: log, Registerer: reg, SnapshotFile: f.snapshotFile, SnapshotInterval: f.snapshotInterval, VerifyInterval: f.syncVerify,
+		})
+		if err != nil {
+			client.Close()
+			return nil, usageError{err}
+		}
+		wg.Go(func() { rf.Run(ctx); client.Close() })
+		return &stateSource{name: "redis", redis: rf}, nil
+	case f.state != "":
+		ff, err := statesync.NewFileFollower(statesync.FileConfig{
+			Path: f.state, Publish: engine.SetSnapshot, Fresh: engine.MarkFresh, Logger: log, Registerer: reg,
+		})
+		if err != nil {
+			return nil, usagef("%v", err)
+		}
+		return &stateSource{name: "file", file: ff}, nil
+	}
+	snap, err := demoSnapshot()
+	if err != nil {
+		return nil, err
+	}
+	engine.SetSnapshot(snap)
+	log.Info("serving the embedded demo state; use --state FILE for your own", "records", snap.Len())
+	return &stateSource{name: "demo"}, nil
+}
+
+// info is what /v1/status and readiness say of the source and the policy.
+func (s *stateSource) info(reloader *policy.Reloader) func() server.Info {
+	return func() server.Info {
+		info := server.Info{Source: s.name, SyncState: "static"}
+		if s.file != nil {
+			info.SyncState = "following"
+			info.SyncError = s.file.LastError()
+		}
+		if s.redis != nil {
+			st := s.redis.Status()
+			info.SyncState, info.SyncLag, info.SyncError, info.SyncPosition = st.State, st.Lag, st.LastError, st.Position
+			info.SyncSince, info.SyncEpoch = st.ErrorSince, st.Epoch
+		}
+		if c := reloader.Current(); c != nil {
+			info.PolicyDigest = c.Digest()
+		}
+		info.PolicyError = reloader.LastError()
+		return info
+	}
+}
+
+// listeners are bound before anything serves, so a taken port fails
+// before anything says "serving", and closing them ends their servers on
+// every path.
+type listeners struct{ http, grpc, debug net.Listener }
+
+func listen(f *serveFlags, mesh bool) (*listeners, error) {
+	ls := &listeners{}
+	var err error
+	if ls.http, err = net.Listen("tcp", f.httpAddr); err != nil {
+		return nil, fmt.Errorf("http listen: %w", err)
+	}
+	if f.debugAddr != "" {
+		if ls.debug, err = net.Listen("tcp", f.debugAddr); err != nil {
+			ls.close()
+			return nil, fmt.Errorf("debug listen: %w", err)
+		}
+	}
+	if mesh {
+		if ls.grpc, err = net.Listen("tcp", f.grpcAddr); err != nil {
+			ls.close()
+			return nil, fmt.Errorf("grpc listen: %w", err)
+		}
+	}
+	return ls, nil
+}
+
+func (ls *listeners) close() {
+	for _, l := range []net.Listener{ls.http, ls.grpc, ls.debug} {
+		if l != nil {
+			l.Close()
+		}
+	}
+}
+
+// shutdown stops the servers, giving in-flight requests up to drain.
+func shutdown(drain time.Duration, srv *server.Server, grpcSrv *grpc.Server, ls *listeners) error {
+	ctx, cancel := context.WithTimeout(context.Background(), drain)
+	defer cancel()
+	if ls.debug != nil {
+		ls.debug.Close()
 	}
 	if grpcSrv != nil {
 		done := make(chan struct{})
 		go func() { grpcSrv.GracefulStop(); close(done) }()
 		select {
 		case <-done:
-		case <-sctx.Done():
+		case <-ctx.Done():
 			grpcSrv.Stop()
 			<-done
 		}
 	}
-	if err := srv.Shutdown(sctx); err != nil && runErr == nil {
-		runErr = fmt.Errorf("shutdown: %w", err)
+	err := srv.Shutdown(ctx)
+	ls.http.Close() // in case Serve had not yet taken the listener when Shutdown ran
+	if err != nil {
+		return fmt.Errorf("shutdown: %w", err)
 	}
-	httpLn.Close() // in case Serve had not yet taken the listener when Shutdown ran
-	cancel()
-	wg.Wait()
-	log.Info("stopped")
-	return runErr
+	return nil
 }
 
 // debugServe serves the pprof handlers on their own listener, so profiles
