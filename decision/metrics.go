@@ -42,8 +42,10 @@ var statusCodes = [...]int{200, 400, 401, 403, 404, 405, 408, 413, 431, 500, 503
 var DurationBuckets = prometheus.ExponentialBuckets(1e-6, 2, 21)
 
 // NewMetrics registers the engine's metrics on reg. age reports when the
-// state was last known current (see Engine.FreshAt).
-func NewMetrics(reg prometheus.Registerer, age func() time.Time) *Metrics {
+// state was last known current (see Engine.FreshAt). authReasons is the
+// closed label set of usher_auth_failures_total (the token verifier's
+// reasons; decision does not know tokens); other reasons are not counted.
+func NewMetrics(reg prometheus.Registerer, age func() time.Time, authReasons ...string) *Metrics {
 	m := &Metrics{
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "usher_decision_duration_seconds", Help: "Time to answer one check, by front and check.",
@@ -131,9 +133,6 @@ func (m *Metrics) observeDecision(api API, check Check, d Decision, took time.Du
 	}
 	(*c).Inc()
 }
-
-// authReasons mirrors auth.FailureReasons (decision does not import auth).
-var authReasons = [...]string{"missing", "malformed", "unknown_key", "bad_signature", "expired", "not_yet_valid", "wrong_issuer", "wrong_audience", "bad_claims"}
 
 // Request counts one answered request of the api (an index of
 // RequestAPIs) with its HTTP status. Safe for concurrent use; no allocation.

@@ -132,7 +132,7 @@ func serve(args []string, stderr io.Writer) error {
 	}
 	defer closeLog() // the last entries are written before exit
 	var engine *decision.Engine
-	metrics := decision.NewMetrics(reg, func() time.Time { return engine.FreshAt() })
+	metrics := decision.NewMetrics(reg, func() time.Time { return engine.FreshAt() }, jwtauth.FailureReasons...)
 	engine, err = decision.NewEngine(decision.Config{CacheEntries: f.cacheEntries, CacheMaxBytes: f.cacheMaxBytes, Metrics: metrics, Log: dlog})
 	if err != nil {
 		return err

@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/usher-authz/usher/decision"
+	"github.com/usher-authz/usher/jwtauth"
 	"github.com/usher-authz/usher/policy"
 	"github.com/usher-authz/usher/rego"
 )
@@ -60,7 +61,7 @@ func Engine(t testing.TB, revision uint64) (*decision.Engine, *prometheus.Regist
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	var e *decision.Engine
-	m := decision.NewMetrics(reg, func() time.Time { return e.FreshAt() })
+	m := decision.NewMetrics(reg, func() time.Time { return e.FreshAt() }, jwtauth.FailureReasons...)
 	e, err := decision.NewEngine(decision.Config{Metrics: m})
 	if err != nil {
 		t.Fatal(err)
