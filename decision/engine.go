@@ -62,6 +62,9 @@ type Request struct {
 	Type    string // entitlement type
 	// At is the time the check is asked about; zero or NoTime means now.
 	At Instant
+	// MinRevision, when set, is the oldest state the answer may come from:
+	// Decide first waits for it (Await).
+	MinRevision Token
 }
 
 // ID identifies one decision: a per-process random prefix and a
@@ -86,7 +89,9 @@ type Decision struct {
 	// LicenseID is the license a seat check was decided on, "" when none.
 	LicenseID string
 	Revision  uint64
-	Cached    bool
+	// Token is the revision token's text form (the "revision" answered).
+	Token  string
+	Cached bool
 }
 
 // Policy decides outcomes from facts. Implementations are immutable and
@@ -123,7 +128,14 @@ type Config struct {
 	Metrics *Metrics
 	// Log receives sampled decisions; nil logs none.
 	Log *Logger
+	// ConsistencyWait is the longest a request with a min_revision waits
+	// for the state to reach it (Await); 0 means the default of 250ms and
+	// a negative value not to wait.
+	ConsistencyWait time.Duration
 }
+
+// DefaultConsistencyWait is ConsistencyWait's default.
+const DefaultConsistencyWait = 250 * time.Millisecond
 
 type cacheEntry struct {
 	key       string
@@ -171,17 +183,26 @@ type Engine struct {
 	log     *Logger
 	idBase  [8]byte
 	idSeq   atomic.Uint64
+	// space numbers this engine's local tokens; cons wakes Await.
+	space uint32
+	wait  time.Duration
+	cons  consistency
 }
 
 // NewEngine returns an engine with no state and no policy yet.
 func NewEngine(cfg Config) (*Engine, error) {
-	e := &Engine{seed: maphash.MakeSeed(), now: cfg.Now, metrics: cfg.Metrics, log: cfg.Log}
+	e := &Engine{seed: maphash.MakeSeed(), now: cfg.Now, metrics: cfg.Metrics, log: cfg.Log, wait: cfg.ConsistencyWait}
 	if e.now == nil {
 		e.now = time.Now
+	}
+	if e.wait == 0 {
+		e.wait = DefaultConsistencyWait
 	}
 	if _, err := rand.Read(e.idBase[:]); err != nil {
 		return nil, fmt.Errorf("decision id seed: %w", err)
 	}
+	e.space = binary.LittleEndian.Uint32(e.idBase[:4]) ^ binary.LittleEndian.Uint32(e.idBase[4:])
+	e.cons.changed.broadcast()
 	if cfg.CacheEntries >= 0 {
 		n := cfg.CacheEntries
 		if n == 0 {
@@ -220,12 +241,22 @@ func (e *Engine) Close() {
 // source's to tell (MarkFresh, before it publishes); a snapshot published
 // with none told is taken as current when it was built.
 func (e *Engine) SetSnapshot(s *Snapshot) {
+	if s.token.IsZero() {
+		s.Stamp(Token{Local: true, Space: e.space, Seq: s.Revision})
+	}
 	e.fresh.CompareAndSwap(0, s.Built.UnixNano())
-	e.snap.Store(s)
+	prev := e.snap.Swap(s)
+	if prev != nil {
+		e.cons.served(prev.token, s.token)
+	}
+	e.cons.changed.broadcast()
 	if e.metrics != nil {
 		e.metrics.setState(s)
 	}
 }
+
+// ConsistencyWait is the longest Await waits.
+func (e *Engine) ConsistencyWait() time.Duration { return max(0, e.wait) }
 
 // Metrics returns the metrics the engine records to, or nil.
 func (e *Engine) Metrics() *Metrics { return e.metrics }
@@ -262,6 +293,11 @@ func (e *Engine) WaitCache() {
 
 // Decide answers one check. A cache hit costs no allocation.
 func (e *Engine) Decide(api API, req *Request) (Decision, error) {
+	if !req.MinRevision.IsZero() {
+		if _, err := e.Await(req.MinRevision); err != nil {
+			return Decision{}, err
+		}
+	}
 	start := e.now()
 	snap := e.snap.Load()
 	if snap == nil {
@@ -273,7 +309,7 @@ func (e *Engine) Decide(api API, req *Request) (Decision, error) {
 	}
 	pol := box.p
 	at := req.At.Or(InstantOf(start))
-	d := Decision{ID: e.nextID(), Revision: snap.Revision}
+	d := Decision{ID: e.nextID(), Revision: snap.Revision, Token: snap.text}
 
 	var arr [256]byte
 	key := appendKey(arr[:0], req)
@@ -359,13 +395,13 @@ func (e *Engine) NoRoute(api API, tenant string) Decision {
 	start := e.now()
 	d := Decision{ID: e.nextID(), Reason: NoRoute}
 	if s := e.snap.Load(); s != nil {
-		d.Revision = s.Revision
+		d.Revision, d.Token = s.Revision, s.text
 	}
 	if e.metrics != nil {
 		e.metrics.observeDecision(api, CheckRoute, d, e.now().Sub(start))
 	}
 	if e.log != nil && e.log.sampled() {
-		e.log.Log(LogEntry{ID: d.ID, Time: start, API: api, Tenant: strings.Clone(tenant), Check: CheckRoute, Reason: NoRoute, Revision: d.Revision, Latency: e.now().Sub(start)})
+		e.log.Log(LogEntry{ID: d.ID, Time: start, API: api, Tenant: strings.Clone(tenant), Check: CheckRoute, Reason: NoRoute, Revision: d.Token, Latency: e.now().Sub(start)})
 	}
 	return d
 }
@@ -383,7 +419,7 @@ func (e *Engine) observe(api API, req *Request, d Decision, start time.Time) {
 		e.log.Log(LogEntry{ID: d.ID, Time: start, API: api, Tenant: strings.Clone(req.TenantID), App: strings.Clone(req.AppID),
 			Subject: Principal{req.Subject.Type, strings.Clone(req.Subject.ID)}, Check: req.Check, License: strings.Clone(req.License),
 			Asset: strings.Clone(req.AssetID), Type: strings.Clone(req.Type), At: req.At, Grant: d.Grant,
-			Allowed: d.Allowed, Reason: d.Reason, Revision: d.Revision, Latency: took, Cached: d.Cached})
+			Allowed: d.Allowed, Reason: d.Reason, Revision: d.Token, Latency: took, Cached: d.Cached})
 	}
 }
 

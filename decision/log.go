@@ -33,7 +33,7 @@ type LogEntry struct {
 	Grant    Grant   // when allowed
 	Allowed  bool
 	Reason   Reason
-	Revision uint64
+	Revision string // the revision token answered
 	Latency  time.Duration
 	Cached   bool
 }
@@ -186,7 +186,7 @@ func (e LogEntry) appendJSON(b []byte) []byte {
 	b = append(b, `,"reason":"`...)
 	b = append(b, e.Reason.String()...)
 	b = append(b, `","revision":`...)
-	b = strconv.AppendUint(b, e.Revision, 10)
+	b = jsonw.String(b, e.Revision)
 	b = append(b, `,"latency_us":`...)
 	b = strconv.AppendFloat(b, float64(e.Latency.Nanoseconds())/1e3, 'f', 3, 64)
 	b = append(b, `,"cached":`...)

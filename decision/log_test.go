@@ -46,7 +46,7 @@ func TestDecisionLog(t *testing.T) {
 		got = append(got, m)
 	}
 	for i, want := range []map[string]any{
-		{"decision_id": d1.ID.String(), "api": "evaluate", "tenant": "acme", "check": "seat", "allowed": false, "reason": "assignment_denied", "revision": 1.0, "cached": false},
+		{"decision_id": d1.ID.String(), "api": "evaluate", "tenant": "acme", "check": "seat", "allowed": false, "reason": "assignment_denied", "revision": e.Snapshot().TokenText(), "cached": false},
 		{"decision_id": d2.ID.String(), "api": "batch", "cached": true},
 		{"decision_id": nr.ID.String(), "api": "ext_authz_grpc", "check": "route", "reason": "no_route", "tenant": "acme"},
 		{"decision_id": d4.ID.String(), "check": "entitlement", "asset_id": "doc1", "type": "read_only", "app_id": "app1", "at": "2026-06-01T00:00:00Z"},

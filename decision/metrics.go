@@ -27,6 +27,7 @@ type Metrics struct {
 	requests     *prometheus.CounterVec
 	requestCtrs  [len(RequestAPIs)][len(statusCodes) + 1]prometheus.Counter
 	authFailures [len(AuthFronts)]map[string]prometheus.Counter
+	waits        map[string]prometheus.Counter
 }
 
 // RequestAPIs are the api label values of usher_requests_total.
@@ -56,6 +57,7 @@ func NewMetrics(reg prometheus.Registerer, age func() time.Time, authReasons ...
 		}, []string{"api", "check", "allowed", "reason"}),
 		revision: prometheus.NewGauge(prometheus.GaugeOpts{Name: "usher_state_revision", Help: "Revision of the state snapshot being served."}),
 		records:  prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "usher_state_records", Help: "Records in the state snapshot, by kind."}, []string{"kind"}),
+		waits:    map[string]prometheus.Counter{},
 	}
 	cache := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "usher_decision_cache_requests_total", Help: "Decision cache lookups, by result.",
@@ -80,7 +82,13 @@ func NewMetrics(reg prometheus.Registerer, age func() time.Time, authReasons ...
 			m.authFailures[f][r] = failures.WithLabelValues(front, r)
 		}
 	}
-	reg.MustRegister(m.duration, m.decisions, cache, m.revision, m.records, m.requests, failures,
+	waits := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "usher_consistency_waits_total", Help: "Requests with a min_revision, by whether the state held it at once, after a wait, or not within the wait.",
+	}, []string{"result"})
+	for _, r := range WaitResults {
+		m.waits[r] = waits.WithLabelValues(r)
+	}
+	reg.MustRegister(m.duration, m.decisions, cache, m.revision, m.records, m.requests, failures, waits,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "usher_state_age_seconds", Help: "Seconds since the state being served was last known to be current.",
 		}, func() float64 {
@@ -91,6 +99,12 @@ func NewMetrics(reg prometheus.Registerer, age func() time.Time, authReasons ...
 			return time.Since(t).Seconds()
 		}))
 	return m
+}
+
+func (m *Metrics) consistencyWait(result string) {
+	if m != nil {
+		m.waits[result].Inc()
+	}
 }
 
 func (m *Metrics) setState(s *Snapshot) {

@@ -109,6 +109,9 @@ type Tenant struct {
 type Snapshot struct {
 	Revision uint64
 	Built    time.Time
+	// token is the snapshot's revision token, and text its text form.
+	token Token
+	text  string
 	// id is unique in the process (revisions need not be): cache entries
 	// remember the snapshot in which they were last checked.
 	id uint64
@@ -126,6 +129,24 @@ var (
 )
 
 func shardOf(id string) int { return int(maphash.String(shardSeed, id) % tenantShards) }
+
+// Stamp sets the snapshot's revision token; a source calls it before it
+// publishes the snapshot. Engine.SetSnapshot stamps a local token on a
+// snapshot that has none.
+func (s *Snapshot) Stamp(t Token) {
+	s.token, s.text = t, t.String()
+}
+
+// Token is the snapshot's revision token.
+func (s *Snapshot) Token() Token { return s.token }
+
+// TokenText is the token's text form, as answers carry it.
+func (s *Snapshot) TokenText() string {
+	if s == nil {
+		return ""
+	}
+	return s.text
+}
 
 // derive starts a copy of s at revision rev that shares every tenant.
 func (s *Snapshot) derive(rev uint64) *snapshotEdit {

@@ -286,7 +286,7 @@ func TestMetricsNamedInDeployAreExposed(t *testing.T) {
 	if resp, err := http.DefaultClient.Do(req); err == nil {
 		resp.Body.Close()
 	}
-	if err := w.Put(context.Background(), decision.KindAssignment, []byte(`{"id": "a2", "tenant_id": "acme", "license_id": "l1", "assignee_id": "u2"}`)); err != nil {
+	if _, err := w.Put(context.Background(), decision.KindAssignment, []byte(`{"id": "a2", "tenant_id": "acme", "license_id": "l1", "assignee_id": "u2"}`)); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(300 * time.Millisecond)

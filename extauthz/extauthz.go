@@ -74,7 +74,13 @@ type Request struct {
 	// fronts pass it raw, so both read it through the same SplitPath.
 	Path          string
 	Authorization string // the Authorization header value
+	// MinRevision is the x-usher-min-revision header: answer from a state
+	// at or after this revision token.
+	MinRevision string
 }
+
+// MinRevisionHeader names the header that carries Request.MinRevision.
+const MinRevisionHeader = "x-usher-min-revision"
 
 // Status is the kind of answer.
 type Status int
@@ -98,6 +104,8 @@ type Result struct {
 	// AuthFailure is why the token was refused (jwtauth.FailureReasons).
 	AuthFailure string
 	Headers     map[string]string // added upstream when allowed
+	// Revision is the revision token of the state answered from.
+	Revision string
 }
 
 type checker struct {
@@ -137,6 +145,11 @@ func (a *Authorizer) Check(ctx context.Context, api decision.API, r Request) Res
 	if err != nil {
 		return Result{Status: Invalid, Reason: "invalid_path", Message: err.Error()}
 	}
+	if r.MinRevision != "" {
+		if res, ok := a.await(r.MinRevision); !ok {
+			return res
+		}
+	}
 	path := r.Path
 	if i := strings.IndexByte(path, '?'); i >= 0 {
 		path = path[:i]
@@ -174,7 +187,8 @@ func (a *Authorizer) Check(ctx context.Context, api decision.API, r Request) Res
 		a.cfg.Logger.Error("route policy failed", "error", err, "path", path)
 		return Result{Status: Unavailable, Reason: "unavailable", Message: fmt.Sprintf("route policy failed: %v", err)}
 	}
-	res := Result{Status: Denied, Reason: out.Reason.String(), DecisionID: out.DecisionID, Headers: out.Headers}
+	res := Result{Status: Denied, Reason: out.Reason.String(), DecisionID: out.DecisionID, Headers: out.Headers,
+		Revision: a.cfg.Engine.Snapshot().TokenText()}
 	if out.Allowed {
 		res.Status = Allowed
 	}
@@ -183,6 +197,23 @@ func (a *Authorizer) Check(ctx context.Context, api decision.API, r Request) Res
 		res.DecisionID = d.ID.String()
 	}
 	return res
+}
+
+// await waits for the state to reach a min_revision header's token, or
+// says why not.
+func (a *Authorizer) await(text string) (Result, bool) {
+	tok, err := decision.ParseToken(text)
+	if err == nil {
+		_, err = a.cfg.Engine.Await(tok)
+	}
+	switch {
+	case err == nil:
+		return Result{}, true
+	case errors.Is(err, decision.ErrStateBehind):
+		return Result{Status: Unavailable, Reason: "state_behind", Message: fmt.Sprintf("the state has not reached %s within the consistency wait (%s); this sidecar serves revision %s",
+			MinRevisionHeader, a.cfg.Engine.ConsistencyWait(), a.cfg.Engine.Snapshot().TokenText())}, false
+	}
+	return Result{Status: Invalid, Reason: "invalid_request", Message: MinRevisionHeader + ": " + err.Error()}, false
 }
 
 // Header is one response header.
@@ -201,7 +232,7 @@ type Reply struct {
 // Reply encodes r.
 func (r Result) Reply() Reply {
 	if r.Status == Allowed {
-		hs := []Header{{"x-usher-decision-id", r.DecisionID}}
+		hs := []Header{{"x-usher-decision-id", r.DecisionID}, {"x-usher-revision", r.Revision}}
 		for k, v := range r.Headers {
 			hs = append(hs, Header{k, v})
 		}
@@ -214,11 +245,16 @@ func (r Result) Reply() Reply {
 		b = jsonw.String(b, r.Reason)
 		b = append(b, `,"decision_id":`...)
 		b = jsonw.String(b, r.DecisionID)
-		return Reply{Status: 403, Headers: append(hs, Header{"x-usher-decision-id", r.DecisionID}), Body: append(b, '}')}
+		b = append(b, `,"revision":`...)
+		b = jsonw.String(b, r.Revision)
+		return Reply{Status: 403, Headers: append(hs, Header{"x-usher-decision-id", r.DecisionID}, Header{"x-usher-revision", r.Revision}), Body: append(b, '}')}
 	case Unauthenticated:
 		return Reply{Status: 401, Headers: append(hs, Header{"www-authenticate", `Bearer realm="usher"`}), Body: jsonw.Error(nil, "unauthenticated", r.Message)}
 	case Invalid:
 		return Reply{Status: 400, Headers: hs, Body: jsonw.Error(nil, r.Reason, r.Message)}
+	}
+	if r.Reason == "state_behind" {
+		return Reply{Status: 503, Headers: append(hs, Header{"retry-after", "1"}), Body: jsonw.Error(nil, r.Reason, r.Message)}
 	}
 	return Reply{Status: 503, Headers: hs, Body: jsonw.Error(nil, "unavailable", r.Message)}
 }

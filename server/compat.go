@@ -32,12 +32,12 @@ func (s *Server) compat(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	req.AppID = id.App
-	snap := s.cfg.Engine.Snapshot()
 	d, err := s.cfg.Engine.Decide(decision.APICompat, &req)
 	if err != nil {
 		s.engineError(ctx, err)
 		return
 	}
+	snap := s.cfg.Engine.Snapshot() // at or after the decision's (after any min_revision wait)
 	var lic *decision.License
 	var t *decision.Tenant
 	if d.LicenseID != "" {
@@ -57,7 +57,7 @@ func (s *Server) compat(ctx *fasthttp.RequestCtx) {
 			Subject: decision.Principal{Type: decision.Person, ID: person}, Check: decision.CheckSeat, License: lic.ID})
 		return err == nil && o.Allowed
 	}
-	writeJSON(ctx, fasthttp.StatusOK, appendAllocation(nil, d.Allowed, t, lic, time.Now(), holds))
+	writeJSON(ctx, fasthttp.StatusOK, appendAllocation(nil, d.Allowed, d.Token, t, lic, time.Now(), holds))
 }
 
 // AllocationID derives the stable allocation id of a tenant's license as a
@@ -83,7 +83,7 @@ func AllocationID(tenant, license string) string {
 // appendAllocation builds the DataRobot seat license allocation from the
 // license and its person assignments in effect at now whose person holds
 // a seat (holds).
-func appendAllocation(b []byte, allowed bool, t *decision.Tenant, l *decision.License, now time.Time, holds func(person string) bool) []byte {
+func appendAllocation(b []byte, allowed bool, revision string, t *decision.Tenant, l *decision.License, now time.Time, holds func(person string) bool) []byte {
 	at := decision.InstantOf(now)
 	var holders []*decision.Assignment
 	seen := map[string]bool{}
@@ -105,6 +105,8 @@ func appendAllocation(b []byte, allowed bool, t *decision.Tenant, l *decision.Li
 	}
 	b = append(b, `{"allowed":`...)
 	b = jsonw.Bool(b, allowed)
+	b = append(b, `,"revision":`...)
+	b = jsonw.String(b, revision)
 	b = append(b, `,"seatLicenseAllocation":{"id":`...)
 	b = jsonw.String(b, AllocationID(t.ID, l.ID))
 	b = append(b, `,"orgId":`...)

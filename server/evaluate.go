@@ -64,15 +64,43 @@ func (s *Server) evaluate(ctx *fasthttp.RequestCtx) {
 }
 
 func (s *Server) engineError(ctx *fasthttp.RequestCtx, err error) {
+	status, code, msg := s.classify(err, "")
+	if code == "state_behind" {
+		ctx.Response.Header.Set("Retry-After", "1")
+	}
+	writeError(ctx, status, code, msg)
+}
+
+// classify maps an engine error to a status, a code and a message; field
+// prefix names the request in a batch.
+func (s *Server) classify(err error, prefix string) (int, string, string) {
 	switch {
 	case errors.Is(err, decision.ErrNoState):
-		writeError(ctx, fasthttp.StatusServiceUnavailable, "no_state", "no state snapshot loaded yet")
+		return fasthttp.StatusServiceUnavailable, "no_state", "no state snapshot loaded yet"
 	case errors.Is(err, decision.ErrNoPolicy):
-		writeError(ctx, fasthttp.StatusServiceUnavailable, "no_policy", "no policy compiled yet")
-	default:
-		s.cfg.Logger.Error("decision failed", "error", err)
-		writeError(ctx, fasthttp.StatusInternalServerError, "internal", "decision failed")
+		return fasthttp.StatusServiceUnavailable, "no_policy", "no policy compiled yet"
+	case errors.Is(err, decision.ErrStateBehind),
+		errors.Is(err, decision.ErrTokenUnknownEpoch) && s.reloading():
+		return fasthttp.StatusServiceUnavailable, "state_behind", fmt.Sprintf(
+			"the state has not reached min_revision within the consistency wait (%s); this sidecar serves revision %s", s.cfg.Engine.ConsistencyWait(), s.cfg.Engine.Snapshot().TokenText())
+	case errors.Is(err, decision.ErrTokenOtherSource), errors.Is(err, decision.ErrTokenUnknownEpoch):
+		return fasthttp.StatusBadRequest, "invalid_request", prefix + "min_revision: " + err.Error()
 	}
+	s.cfg.Logger.Error("decision failed", "error", err)
+	return fasthttp.StatusInternalServerError, "internal", "decision failed"
+}
+
+// reloading reports whether the state source is between states (loading,
+// reconnecting), when a token of a new epoch may be on its way.
+func (s *Server) reloading() bool {
+	if s.cfg.Info == nil {
+		return false
+	}
+	switch s.cfg.Info().SyncState {
+	case "following", "static":
+		return false
+	}
+	return true
 }
 
 func (s *Server) batch(ctx *fasthttp.RequestCtx) {
@@ -118,7 +146,8 @@ func (s *Server) batch(ctx *fasthttp.RequestCtx) {
 		}
 		d, err := s.cfg.Engine.Decide(decision.APIBatch, &req)
 		if err != nil {
-			out = jsonw.Error(out, "unavailable", err.Error())
+			_, code, msg := s.classify(err, checkPrefix(i))
+			out = jsonw.Error(out, code, msg)
 			continue
 		}
 		out = AppendDecision(out, &d)
@@ -188,7 +217,7 @@ func AppendDecision(b []byte, d *decision.Decision) []byte {
 	b = append(b, `","decision_id":"`...)
 	b = d.ID.AppendText(b)
 	b = append(b, `","revision":`...)
-	b = strconv.AppendUint(b, d.Revision, 10)
+	b = jsonw.String(b, d.Token)
 	if d.Allowed {
 		b = append(b, `,"grant":{"id":`...)
 		b = jsonw.String(b, d.Grant.ID)

@@ -9,6 +9,7 @@ import (
 // the pointers of evalBody so nothing escapes to the heap.
 type fastBody struct {
 	tenantID, appID, at string
+	minRevision         string
 	hasSubject          bool
 	subject             evalSubject
 	hasSeat             bool
@@ -42,6 +43,8 @@ func parseEvaluateFast(body []byte, f *fastBody) bool {
 			return p.Str(&f.appID)
 		case "at":
 			return p.Str(&f.at)
+		case "min_revision":
+			return p.Str(&f.minRevision)
 		case "subject":
 			if f.hasSubject = !p.Null(); !f.hasSubject {
 				return true

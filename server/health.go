@@ -84,7 +84,7 @@ func (s *Server) status(ctx *fasthttp.RequestCtx) {
 	b = append(b, `,"state":`...)
 	if snap := e.Snapshot(); snap != nil {
 		b = append(b, `{"revision":`...)
-		b = strconv.AppendUint(b, snap.Revision, 10)
+		b = jsonw.String(b, snap.TokenText())
 		b = append(b, `,"source":`...)
 		b = jsonw.String(b, info.Source)
 		b = append(b, `,"built_at":`...)

@@ -63,6 +63,8 @@ func readEvaluate(body []byte, prefix string) (fastBody, error) {
 			return true, r.str(field, &f.appID)
 		case "at":
 			return true, r.str(field, &f.at)
+		case "min_revision":
+			return true, r.str(field, &f.minRevision)
 		case "subject":
 			var err error
 			f.hasSubject, err = r.object(field, func(key, field string) (bool, error) {
@@ -164,6 +166,13 @@ func (b *fastBody) request(prefix string, out *decision.Request) error {
 		}
 		r.At = at
 	}
+	if b.minRevision != "" {
+		t, err := decision.ParseToken(b.minRevision)
+		if err != nil {
+			fail("min_revision", err.Error())
+		}
+		r.MinRevision = t
+	}
 	if len(errs) > 0 {
 		return join(errs)
 	}
@@ -220,10 +229,10 @@ func ParseCompat(body []byte) (decision.Request, error) {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return decision.Request{}, &RequestError{"body", "must be a JSON object, got nothing"}
 	}
-	var orgID, seatName, subjectID, subjectType string
+	var orgID, seatName, subjectID, subjectType, minRevision string
 	r := newStrictReader(body, "")
 	present, err := r.object("", func(key, field string) (bool, error) {
-		dst := map[string]*string{"orgId": &orgID, "seatName": &seatName, "subjectId": &subjectID, "subjectType": &subjectType}[key]
+		dst := map[string]*string{"orgId": &orgID, "seatName": &seatName, "subjectId": &subjectID, "subjectType": &subjectType, "min_revision": &minRevision}[key]
 		if dst == nil {
 			return false, nil
 		}
@@ -250,9 +259,15 @@ func ParseCompat(body []byte) (decision.Request, error) {
 	if subjectType != "" && subjectType != "user" && len(subjectType) <= decision.MaxIDLen {
 		errs = append(errs, &RequestError{"subjectType", "must be user, got " + decision.Quote(subjectType)})
 	}
+	var min decision.Token
+	if minRevision != "" {
+		if min, err = decision.ParseToken(minRevision); err != nil {
+			errs = append(errs, &RequestError{"min_revision", err.Error()})
+		}
+	}
 	if len(errs) > 0 {
 		return decision.Request{}, join(errs)
 	}
 	return decision.Request{TenantID: orgID, Subject: decision.Principal{Type: decision.Person, ID: subjectID},
-		Check: decision.CheckSeat, License: seatName}, nil
+		Check: decision.CheckSeat, License: seatName, MinRevision: min}, nil
 }

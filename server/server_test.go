@@ -91,24 +91,28 @@ var decisionID = regexp.MustCompile(`^[0-9a-f]{32}$`)
 
 func TestEvaluate(t *testing.T) {
 	f := start(t, true, 0)
+	rev := f.engine.Snapshot().TokenText() // the engine's local token of revision 42
+	if want := regexp.MustCompile(`^l\.[0-9a-f]{8}\.42$`); !want.MatchString(rev) {
+		t.Fatalf("revision token %q, want l.<8 hex>.42", rev)
+	}
 	for _, tc := range []struct {
 		name, body string
 		want       map[string]any
 	}{
 		{"seat via group", `{"tenant_id": "acme", "subject": {"id": "u2", "type": "person"}, "seat": {"license": "editor"}, "at": "2026-06-01T00:00:00Z"}`,
-			map[string]any{"allowed": true, "reason": "seat_assigned_via_group", "revision": 42.0, "grant": map[string]any{"id": "a02", "via_group": "g_all"}}},
+			map[string]any{"allowed": true, "reason": "seat_assigned_via_group", "revision": rev, "grant": map[string]any{"id": "a02", "via_group": "g_all"}}},
 		{"direct seat", `{"tenant_id": "acme", "subject": {"id": "u1"}, "seat": {"license": "lic_editor"}}`,
-			map[string]any{"allowed": true, "reason": "seat_assigned", "revision": 42.0, "grant": map[string]any{"id": "a01", "via_group": nil}}},
+			map[string]any{"allowed": true, "reason": "seat_assigned", "revision": rev, "grant": map[string]any{"id": "a01", "via_group": nil}}},
 		{"denial", `{"tenant_id": "acme", "subject": {"id": "u5"}, "seat": {"license": "editor"}}`,
-			map[string]any{"allowed": false, "reason": "assignment_denied", "revision": 42.0}},
+			map[string]any{"allowed": false, "reason": "assignment_denied", "revision": rev}},
 		{"entitlement", `{"tenant_id": "acme", "subject": {"id": "u1"}, "entitlement": {"asset_id": "doc1", "type": "read_only"}}`,
-			map[string]any{"allowed": true, "reason": "entitled", "revision": 42.0, "grant": map[string]any{"id": "e01", "via_group": nil}}},
+			map[string]any{"allowed": true, "reason": "entitled", "revision": rev, "grant": map[string]any{"id": "e01", "via_group": nil}}},
 		{"pending", `{"tenant_id": "acme", "subject": {"id": "u4"}, "entitlement": {"asset_id": "doc1", "type": "admin"}}`,
-			map[string]any{"allowed": false, "reason": "entitlement_pending_approval", "revision": 42.0}},
+			map[string]any{"allowed": false, "reason": "entitlement_pending_approval", "revision": rev}},
 		{"app scope from body", `{"tenant_id": "acme", "app_id": "app2", "subject": {"id": "u1"}, "seat": {"license": "appseat"}}`,
-			map[string]any{"allowed": false, "reason": "license_not_found", "revision": 42.0}},
+			map[string]any{"allowed": false, "reason": "license_not_found", "revision": rev}},
 		{"unknown fields ignored", `{"tenant_id": "acme", "subject": {"id": "u1", "x": 1}, "seat": {"license": "editor"}, "extra": [1]}`,
-			map[string]any{"allowed": true, "reason": "seat_assigned", "revision": 42.0, "grant": map[string]any{"id": "a01", "via_group": nil}}},
+			map[string]any{"allowed": true, "reason": "seat_assigned", "revision": rev, "grant": map[string]any{"id": "a01", "via_group": nil}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			status, _, got := f.do(t, "POST", "/v1/evaluate", tc.body)
@@ -335,7 +339,7 @@ func TestHealthStatusMetrics(t *testing.T) {
 	state, _ := got["state"].(map[string]any)
 	records, _ := state["records"].(map[string]any)
 	pol, _ := got["policy"].(map[string]any)
-	if status != 200 || got["ready"] != true || state["revision"] != 42.0 || records["assignments"] != 25.0 || records["licenses"] != 11.0 ||
+	if status != 200 || got["ready"] != true || state["revision"] != f.engine.Snapshot().TokenText() || records["assignments"] != 25.0 || records["licenses"] != 11.0 ||
 		state["source"] != "file" || pol["revision"] != 1.0 || got["sync"].(map[string]any)["state"] != "following" {
 		t.Errorf("status = %d %v", status, got)
 	}

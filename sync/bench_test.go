@@ -29,7 +29,7 @@ func BenchmarkFollowChange(b *testing.B) {
 		rev := fl.snap.Load().Revision
 		rec := fmt.Sprintf(`{"id": "bench-%d", "tenant_id": %q, "license_id": %q, "assignee_id": "p", "status": %q}`,
 			i%10, gen.TenantID(i%1000), gen.LicenseID(i%1000, 0), []string{"active", "suspended"}[i%2])
-		if err := w.Put(ctx, decision.KindAssignment, []byte(rec)); err != nil {
+		if _, err := w.Put(ctx, decision.KindAssignment, []byte(rec)); err != nil {
 			b.Fatal(err)
 		}
 		for fl.snap.Load().Revision == rev {

@@ -22,11 +22,15 @@ func ExampleWriter_Put() {
 	if err != nil {
 		panic(err)
 	}
-	err = w.Put(ctx, decision.KindAssignment, []byte(`{"id": "asg_9", "tenant_id": "acme",
+	rev, err := w.Put(ctx, decision.KindAssignment, []byte(`{"id": "asg_9", "tenant_id": "acme",
 		"license_id": "lic_editor", "assignee_id": "gina", "reservation": "reserved"}`))
 	if err != nil {
 		// A record that breaks a rule names the record, field and rule;
 		// nothing was written.
 		fmt.Println("refused:", err)
+		return
 	}
+	// Pass rev.String() as min_revision to read the write back from any
+	// sidecar of the namespace (docs/app-developers.md).
+	fmt.Println("written at revision", rev)
 }

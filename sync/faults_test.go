@@ -41,7 +41,7 @@ func put(t *testing.T, w *statesync.Writer, kind decision.Kind, rec string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		err := w.Put(context.Background(), kind, []byte(rec))
+		_, err := w.Put(context.Background(), kind, []byte(rec))
 		if err == nil {
 			return
 		}
@@ -323,7 +323,7 @@ func TestWriterNamesWhyRedisRefused(t *testing.T) {
 	}
 	defer c.Close()
 	w := newWriter(t, c, "oom")
-	err = w.Put(context.Background(), decision.KindLicense, []byte(`{"id": "l1", "tenant_id": "acme", "name": "editor"}`))
+	_, err = w.Put(context.Background(), decision.KindLicense, []byte(`{"id": "l1", "tenant_id": "acme", "name": "editor"}`))
 	if err == nil || !strings.Contains(err.Error(), "redis refused the write: OOM command not allowed") {
 		t.Errorf("Put under maxmemory: %v, want the OOM named", err)
 	}

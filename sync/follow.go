@@ -407,7 +407,9 @@ func (f *RedisFollower) apply(ctx context.Context, streams []redis.XStream) erro
 		snap = snap.WithTenants(f.rev, docs)
 	}
 	f.reportBad(bad)
-	if len(edits) > 0 {
+	if len(edits) > 0 || snap == f.cur {
+		// Even a batch that changes nothing moves the position, and so the
+		// revision token: a new snapshot (sharing every tenant) carries it.
 		snap = snap.WithEdits(f.rev, edits)
 	}
 	f.cur = snap
@@ -426,9 +428,17 @@ func (f *RedisFollower) apply(ctx context.Context, streams []redis.XStream) erro
 // publish hands a new snapshot to the engine and the snapshot file.
 func (f *RedisFollower) publish(snap *decision.Snapshot) {
 	at := f.at
+	f.stamp(snap, at)
 	f.view.Store(&at)
 	f.cfg.Publish(snap)
 	f.file.offer(snap, at)
+}
+
+// stamp gives snap the revision token of position at.
+func (f *RedisFollower) stamp(snap *decision.Snapshot, at position) {
+	if t, ok := decision.RedisToken(f.k.Namespace(), at.Epoch, at.ID); ok {
+		snap.Stamp(t)
+	}
 }
 
 func (f *RedisFollower) reportBad(bad []error) {

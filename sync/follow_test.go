@@ -151,10 +151,10 @@ func TestFollowerAppliesChanges(t *testing.T) {
 	if n := first.Count(decision.KindAssignment); n != 25 {
 		t.Fatalf("loaded %d assignments, want 25", n)
 	}
-	if err := w.Put(ctx, decision.KindAssignment, []byte(`{"id": "a01", "tenant_id": "acme", "license_id": "lic_editor", "assignee_id": "u1", "status": "suspended"}`)); err != nil {
+	if _, err := w.Put(ctx, decision.KindAssignment, []byte(`{"id": "a01", "tenant_id": "acme", "license_id": "lic_editor", "assignee_id": "u1", "status": "suspended"}`)); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.Delete(ctx, decision.KindEntitlement, "acme", "e01"); err != nil {
+	if _, err := w.Delete(ctx, decision.KindEntitlement, "acme", "e01"); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "both changes", 2*time.Second, func() bool { return fl.metric("usher_sync_events_total") == 2 })
@@ -217,7 +217,7 @@ func writeChanges(t *testing.T, w *statesync.Writer, n int, pause time.Duration)
 		rec := fmt.Sprintf(`{"id": "chg%03d", "tenant_id": "acme", "license_id": "lic_editor", "assignee_id": "p%d", "status": %q}`, i%50, i, status)
 		deadline := time.Now().Add(20 * time.Second)
 		for {
-			err := w.Put(ctx, decision.KindAssignment, []byte(rec))
+			_, err := w.Put(ctx, decision.KindAssignment, []byte(rec))
 			if err == nil {
 				break
 			}
@@ -365,7 +365,7 @@ func TestFollowerAcrossRedisRestartAndDataLoss(t *testing.T) {
 	if err := c.FlushAll(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.Put(ctx, decision.KindLicense, []byte(`{"id": "lic_editor", "tenant_id": "acme", "name": "editor"}`)); err != nil {
+	if _, err := w.Put(ctx, decision.KindLicense, []byte(`{"id": "lic_editor", "tenant_id": "acme", "name": "editor"}`)); err != nil {
 		t.Fatal(err)
 	}
 	writeChanges(t, w, 3, 0)

@@ -216,6 +216,7 @@ func (f *RedisFollower) loadSnapshotFile() error {
 	f.cur, f.at = snap, h.position()
 	f.cfg.Fresh(confirmed)
 	at := f.at
+	f.stamp(snap, at)
 	f.view.Store(&at)
 	f.cfg.Publish(snap)
 	f.log.Info("serving the snapshot file until redis answers", "path", f.cfg.SnapshotFile, "records", doc.Len(),

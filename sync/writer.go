@@ -86,16 +86,42 @@ func NewWriter(cfg WriterConfig) (*Writer, error) {
 // Keys returns the writer's key layout.
 func (w *Writer) Keys() Keys { return w.k }
 
-func (w *Writer) event(p redis.Pipeliner, ctx context.Context, values ...any) {
+func (w *Writer) event(p redis.Pipeliner, ctx context.Context, values ...any) *redis.StringCmd {
 	values = append(values, FieldAt, unixMillis(w.now()))
-	p.XAdd(ctx, &redis.XAddArgs{Stream: w.k.Changes(), MaxLen: w.maxLen, Approx: true, Values: values})
+	return p.XAdd(ctx, &redis.XAddArgs{Stream: w.k.Changes(), MaxLen: w.maxLen, Approx: true, Values: values})
+}
+
+// token is the revision token of a committed write: its namespace epoch
+// (read in the write's transaction) and the id of its last event.
+func (w *Writer) token(epoch, id *redis.StringCmd) decision.Token {
+	t, _ := decision.RedisToken(w.k.Namespace(), epoch.Val(), id.Val())
+	return t
+}
+
+// Revision returns the revision token of the state Redis holds now: a
+// sidecar answering with min_revision set to it has applied every write
+// committed before the call.
+func (w *Writer) Revision(ctx context.Context) (decision.Token, error) {
+	pipe := w.c.Pipeline()
+	epoch := pipe.Get(ctx, w.k.Epoch())
+	last := pipe.XRevRangeN(ctx, w.k.Changes(), "+", "-", 1)
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return decision.Token{}, err
+	}
+	id := "0-0"
+	if msgs := last.Val(); len(msgs) > 0 {
+		id = msgs[0].ID
+	}
+	t, _ := decision.RedisToken(w.k.Namespace(), epoch.Val(), id)
+	return t, nil
 }
 
 // stampEpoch queues the creation of the namespace's epoch where it has
 // none: a namespace that Redis lost gets a new one with its next write,
 // which tells every sidecar to reload.
-func (w *Writer) stampEpoch(p redis.Pipeliner, ctx context.Context) {
+func (w *Writer) stampEpoch(p redis.Pipeliner, ctx context.Context) *redis.StringCmd {
 	p.SetNX(ctx, w.k.Epoch(), newEpoch(), 0)
+	return p.Get(ctx, w.k.Epoch())
 }
 
 func newEpoch() string {
@@ -130,11 +156,12 @@ func (w *Writer) retry(ctx context.Context, fn func(*redis.Tx) error, keys ...st
 }
 
 // Put validates one record (the state format of that kind) and writes it,
-// replacing any record of the same kind, tenant and id.
-func (w *Writer) Put(ctx context.Context, kind decision.Kind, raw []byte) error {
+// replacing any record of the same kind, tenant and id. It returns the
+// revision token of the state that holds the write.
+func (w *Writer) Put(ctx context.Context, kind decision.Kind, raw []byte) (decision.Token, error) {
 	rec, err := decision.DecodeRecord(kind, raw)
 	if err != nil {
-		return err
+		return decision.Token{}, err
 	}
 	tenant, id := rec.Key()
 	canonical := rec.AppendJSON(nil)
@@ -143,7 +170,8 @@ func (w *Writer) Put(ctx context.Context, kind decision.Kind, raw []byte) error 
 	if kind == decision.KindAssignment {
 		watch = append(watch, w.k.Records(tenant, decision.KindLicense))
 	}
-	return w.retry(ctx, func(tx *redis.Tx) error {
+	var epoch, event *redis.StringCmd
+	err = w.retry(ctx, func(tx *redis.Tx) error {
 		switch r := rec.(type) {
 		case *decision.Assignment:
 			ok, err := tx.HExists(ctx, w.k.Records(tenant, decision.KindLicense), r.LicenseID).Result()
@@ -172,22 +200,28 @@ func (w *Writer) Put(ctx context.Context, kind decision.Kind, raw []byte) error 
 		return refused(tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
 			p.HSet(ctx, key, id, canonical)
 			p.SAdd(ctx, w.k.Tenants(), tenant)
-			w.stampEpoch(p, ctx)
-			w.event(p, ctx, FieldOp, OpPut, FieldKind, kind.String(), FieldTenant, tenant, FieldID, id, FieldRecord, canonical)
+			epoch = w.stampEpoch(p, ctx)
+			event = w.event(p, ctx, FieldOp, OpPut, FieldKind, kind.String(), FieldTenant, tenant, FieldID, id, FieldRecord, canonical)
 			return nil
 		}))
 	}, watch...)
+	if err != nil {
+		return decision.Token{}, err
+	}
+	return w.token(epoch, event), nil
 }
 
 // Delete removes one record. A license that assignments still name, or a
-// group that other groups still contain, is not deleted.
-func (w *Writer) Delete(ctx context.Context, kind decision.Kind, tenant, id string) error {
+// group that other groups still contain, is not deleted. It returns the
+// revision token of the state without the record.
+func (w *Writer) Delete(ctx context.Context, kind decision.Kind, tenant, id string) (decision.Token, error) {
 	key := w.k.Records(tenant, kind)
 	watch := []string{key}
 	if kind == decision.KindLicense {
 		watch = append(watch, w.k.Records(tenant, decision.KindAssignment))
 	}
-	return w.retry(ctx, func(tx *redis.Tx) error {
+	var epoch, event *redis.StringCmd
+	err := w.retry(ctx, func(tx *redis.Tx) error {
 		ok, err := tx.HExists(ctx, key, id).Result()
 		if err != nil {
 			return err
@@ -231,17 +265,23 @@ func (w *Writer) Delete(ctx context.Context, kind decision.Kind, tenant, id stri
 		}
 		return refused(tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
 			p.HDel(ctx, key, id)
-			w.stampEpoch(p, ctx)
-			w.event(p, ctx, FieldOp, OpDelete, FieldKind, kind.String(), FieldTenant, tenant, FieldID, id)
+			epoch = w.stampEpoch(p, ctx)
+			event = w.event(p, ctx, FieldOp, OpDelete, FieldKind, kind.String(), FieldTenant, tenant, FieldID, id)
 			return nil
 		}))
 	}, watch...)
+	if err != nil {
+		return decision.Token{}, err
+	}
+	return w.token(epoch, event), nil
 }
 
 // LoadResult says what a Load changed.
 type LoadResult struct {
 	Tenants int // tenants whose records were replaced
 	Records int // records those tenants now hold
+	// Revision is the revision token of the state that holds the load.
+	Revision decision.Token
 }
 
 // Load writes a document. Without replace it merges: each record replaces
@@ -311,6 +351,9 @@ func (w *Writer) Load(ctx context.Context, doc *decision.Document, replace bool)
 		}
 		return w.swap(ctx, tx, tenants, merged, &res)
 	}, w.k.Tenants())
+	if err == nil && res.Revision.IsZero() { // nothing to swap: no event written
+		res.Revision, err = w.Revision(ctx)
+	}
 	return res, err
 }
 
@@ -388,8 +431,9 @@ func (w *Writer) swap(ctx context.Context, tx *redis.Tx, tenants []string, docs 
 	if err := flush(); err != nil {
 		return err
 	}
+	var epoch, event *redis.StringCmd
 	err := refused(tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		w.stampEpoch(p, ctx)
+		epoch = w.stampEpoch(p, ctx)
 		for _, t := range tenants {
 			empty := true
 			for _, kind := range Kinds {
@@ -407,7 +451,7 @@ func (w *Writer) swap(ctx context.Context, tx *redis.Tx, tenants []string, docs 
 			} else {
 				p.SAdd(ctx, w.k.Tenants(), t)
 			}
-			w.event(p, ctx, FieldOp, OpTenant, FieldTenant, t)
+			event = w.event(p, ctx, FieldOp, OpTenant, FieldTenant, t)
 		}
 		return nil
 	}))
@@ -416,6 +460,9 @@ func (w *Writer) swap(ctx context.Context, tx *redis.Tx, tenants []string, docs 
 	}
 	committed = true
 	res.Tenants = len(tenants)
+	if event != nil {
+		res.Revision = w.token(epoch, event)
+	}
 	return nil
 }
 

@@ -693,7 +693,7 @@ func updates(c config, usherBin string, g gen.Config, hot []decision.Request) ([
 				status := []string{"active", "suspended"}[i%2]
 				rec := fmt.Sprintf(`{"id": "bench-chg-%d", "tenant_id": %q, "license_id": %q, "assignee_id": %q, "status": %q}`,
 					i%50, r.TenantID, r.TenantID+"-lic00", r.Subject.ID, status)
-				if w.Put(ctx, decision.KindAssignment, []byte(rec)) == nil {
+				if _, err := w.Put(ctx, decision.KindAssignment, []byte(rec)); err == nil {
 					written.Add(1)
 				}
 			}

@@ -116,7 +116,7 @@ func run(redisURL string, tenants, changes int) error {
 		if i < tenants {
 			// First touch of this tenant: the license the bench assigns.
 			lic := fmt.Sprintf(`{"id": "bench-lic", "tenant_id": %q, "name": "bench-seat"}`, tid)
-			if err := w.Put(ctx, decision.KindLicense, []byte(lic)); err != nil {
+			if _, err := w.Put(ctx, decision.KindLicense, []byte(lic)); err != nil {
 				return err
 			}
 		}
@@ -134,7 +134,7 @@ func run(redisURL string, tenants, changes int) error {
 		}
 		rec := fmt.Sprintf(`{"id": "bench-asg", "tenant_id": %q, "license_id": "bench-lic", "assignee_id": %q, "status": %q}`, tid, person, status)
 		t0 := time.Now()
-		if err := w.Put(ctx, decision.KindAssignment, []byte(rec)); err != nil {
+		if _, err := w.Put(ctx, decision.KindAssignment, []byte(rec)); err != nil {
 			return err
 		}
 		for {

@@ -246,7 +246,8 @@ func (s *soak) stopWriting() {
 func (s *soak) flip(ctx context.Context, w *statesync.Writer, i int) error {
 	status := [...]string{"active", "suspended"}[rand.IntN(2)]
 	rec := fmt.Sprintf(`{"id": "a%d", "tenant_id": "t1", "license_id": "lic_1", "assignee_id": "s%d", "status": %q}`, i, i, status)
-	return w.Put(ctx, decision.KindAssignment, []byte(rec))
+	_, err := w.Put(ctx, decision.KindAssignment, []byte(rec))
+	return err
 }
 
 type fault struct {

@@ -12,7 +12,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -214,7 +216,7 @@ func TestServeFollowsStateFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := startServe(t, []string{"USHER_STATE=" + path})
-	if got := p.evaluate(t, u1Editor); got["reason"] != "seat_assigned" || got["revision"] != 1.0 {
+	if got := p.evaluate(t, u1Editor); got["reason"] != "seat_assigned" || !localRevision(got["revision"], 1) {
 		t.Fatalf("evaluate = %v, want seat_assigned at revision 1", got)
 	}
 	// A good edit applies within a second.
@@ -235,7 +237,7 @@ func TestServeFollowsStateFile(t *testing.T) {
 		e, _ := p.status(t)["sync"].(map[string]any)["last_error"].(string)
 		return strings.Contains(e, `licenses[0] (id "lic_1"): seat_limit: must be a non-negative integer or null, got -5`)
 	})
-	if got := p.evaluate(t, u1Editor); got["reason"] != "license_suspended" || got["revision"] != 2.0 {
+	if got := p.evaluate(t, u1Editor); got["reason"] != "license_suspended" || !localRevision(got["revision"], 2) {
 		t.Errorf("after a broken edit evaluate = %v, want license_suspended at revision 2", got)
 	}
 	if !strings.Contains(p.stderr.String(), "state reload rejected") {
@@ -693,4 +695,11 @@ func TestTokenRecipe(t *testing.T) {
 	if !slices.Contains(names, "envoy.service.auth.v3.Authorization") {
 		t.Errorf("gRPC reflection lists %v, want the Authorization service", names)
 	}
+}
+
+// localRevision reports whether v is the local revision token of snapshot
+// revision n ("l.<process>.<n>").
+func localRevision(v any, n int) bool {
+	s, _ := v.(string)
+	return regexp.MustCompile(`^l\.[0-9a-f]{8}\.` + strconv.Itoa(n) + `$`).MatchString(s)
 }

@@ -66,7 +66,7 @@ type serveFlags struct {
 	maxBody, maxHeader                              int
 	cacheEntries, cacheMaxBytes                     int64
 	drain, maxStaleness, snapshotInterval           time.Duration
-	syncVerify                                      time.Duration
+	syncVerify, consistencyWait                     time.Duration
 }
 
 // validate runs every check across serve's settings, before anything
@@ -92,6 +92,9 @@ func (f *serveFlags) validate() error {
 	if f.snapshotFile != "" && f.redisURL == "" {
 		bad("snapshot-file: only applies with --redis-url")
 	}
+	if f.consistencyWait > time.Minute {
+		bad("consistency-wait: at most 1m (a request holds its connection while it waits), got %s", f.consistencyWait)
+	}
 	if f.redisURL == "" && f.syncVerify != time.Second {
 		bad("sync-verify-interval: only applies with --redis-url")
 	}
@@ -99,7 +102,8 @@ func (f *serveFlags) validate() error {
 		name string
 		v    time.Duration
 	}{{"max-staleness", f.maxStaleness}, {"shutdown-timeout", f.drain}, {"shutdown-delay", f.shutdownDelay},
-		{"snapshot-interval", f.snapshotInterval}, {"sync-verify-interval", f.syncVerify}, {"jwt-leeway", f.leeway}, {"jwks-refresh", f.jwksRefresh}} {
+		{"snapshot-interval", f.snapshotInterval}, {"sync-verify-interval", f.syncVerify}, {"jwt-leeway", f.leeway}, {"jwks-refresh", f.jwksRefresh},
+		{"consistency-wait", f.consistencyWait}} {
 		if d.v < 0 {
 			bad("%s: must not be negative, got %s", d.name, d.v)
 		}
@@ -133,7 +137,11 @@ func serve(args []string, stderr io.Writer) error {
 	defer closeLog() // the last entries are written before exit
 	var engine *decision.Engine
 	metrics := decision.NewMetrics(reg, func() time.Time { return engine.FreshAt() }, jwtauth.FailureReasons...)
-	engine, err = decision.NewEngine(decision.Config{CacheEntries: f.cacheEntries, CacheMaxBytes: f.cacheMaxBytes, Metrics: metrics, Log: dlog})
+	wait := f.consistencyWait
+	if wait == 0 {
+		wait = -1 // the engine's "do not wait"
+	}
+	engine, err = decision.NewEngine(decision.Config{CacheEntries: f.cacheEntries, CacheMaxBytes: f.cacheMaxBytes, Metrics: metrics, Log: dlog, ConsistencyWait: wait})
 	if err != nil {
 		return err
 	}
@@ -243,6 +251,7 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveFlags, error) {
 	fs.IntVar(&f.maxHeader, "max-header-bytes", server.DefaultMaxHeaderBytes, "largest accepted request line and headers, in bytes (431 beyond)")
 	fs.Int64Var(&f.cacheEntries, "cache-entries", decision.DefaultCacheEntries, "decision cache entries to size for; -1 disables the cache")
 	fs.Int64Var(&f.cacheMaxBytes, "cache-max-bytes", decision.DefaultCacheMaxBytes, "most memory the decision cache's entries hold, in bytes")
+	fs.DurationVar(&f.consistencyWait, "consistency-wait", decision.DefaultConsistencyWait, "how long a request with min_revision waits for the state to reach it before 503 state_behind (0: not at all)")
 	fs.DurationVar(&f.drain, "shutdown-timeout", 10*time.Second, "how long in-flight requests may take to finish after SIGTERM")
 	fs.DurationVar(&f.shutdownDelay, "shutdown-delay", 0, "after SIGTERM, keep serving (not ready, closing connections) this long before the listeners close, so load balancers notice")
 	fs.StringVar(&f.decisionLog, "decision-log", "", "write a JSON line per sampled decision to this file (- for stdout); never blocks a decision")

@@ -116,13 +116,13 @@ func TestServePausedWhileTheStreamIsTrimmed(t *testing.T) {
 	ctx := context.Background()
 	for i := range 10 {
 		rec := fmt.Sprintf(`{"id": "a%d", "tenant_id": "t1", "license_id": "lic_1", "assignee_id": "s%d", "status": "suspended"}`, i, i)
-		if err := w.Put(ctx, decision.KindAssignment, []byte(rec)); err != nil {
+		if _, err := w.Put(ctx, decision.KindAssignment, []byte(rec)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	for i := range 290 {
 		rec := fmt.Sprintf(`{"id": "other%d", "tenant_id": "t1", "license_id": "lic_1", "assignee_id": "o%d"}`, i%40, i)
-		if err := w.Put(ctx, decision.KindAssignment, []byte(rec)); err != nil {
+		if _, err := w.Put(ctx, decision.KindAssignment, []byte(rec)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -164,7 +164,7 @@ func TestServeShutdownWritesTheSnapshotFile(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "snapshot.json")
 	p := startServe(t, []string{"USHER_REDIS_URL=" + url, "USHER_NAMESPACE=" + ns}, "--snapshot-file", file, "--snapshot-interval", "1h")
 	eventually(t, "the first snapshot file", func() bool { _, err := os.Stat(file); return err == nil })
-	if err := w.Put(context.Background(), decision.KindAssignment,
+	if _, err := w.Put(context.Background(), decision.KindAssignment,
 		[]byte(`{"id": "a3", "tenant_id": "t1", "license_id": "lic_1", "assignee_id": "s3", "status": "revoked"}`)); err != nil {
 		t.Fatal(err)
 	}

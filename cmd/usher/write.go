@@ -12,11 +12,13 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/usher-authz/usher/decision"
+	"github.com/usher-authz/usher/internal/jsonw"
 	statesync "github.com/usher-authz/usher/sync"
 )
 
@@ -52,7 +54,26 @@ func write(cmd string, args []string, stdout, stderr io.Writer) error {
 	if cmd != "export" {
 		fs.Int64Var(maxLen, "stream-max-len", statesync.DefaultStreamMaxLen, "change events the stream keeps (approximately)")
 	}
-	replace, strict, output := false, false, ""
+	replace, strict, output, asJSON := false, false, "", false
+	if cmd != "export" {
+		fs.BoolVar(&asJSON, "json", false, `print {"revision": "…"} (and what a load changed) as JSON instead of a sentence`)
+	}
+	// done reports a write with the revision token of the state holding it.
+	done := func(rev decision.Token, sentence string, extra ...any) {
+		if asJSON {
+			b := []byte(`{"revision":`)
+			b = jsonw.String(b, rev.String())
+			for i := 0; i+1 < len(extra); i += 2 {
+				b = append(b, ',')
+				b = jsonw.String(b, extra[i].(string))
+				b = append(b, ':')
+				b = strconv.AppendInt(b, int64(extra[i+1].(int)), 10)
+			}
+			fmt.Fprintf(stdout, "%s}\n", b)
+			return
+		}
+		fmt.Fprintf(stdout, "%s (revision %s)\n", sentence, rev)
+	}
 	switch cmd {
 	case "load":
 		fs.BoolVar(&replace, "replace", false, "make Redis hold exactly the file: tenants and records not in it are deleted")
@@ -112,25 +133,28 @@ func write(cmd string, args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("load %s: nothing written: %w", fs.Arg(0), err)
 		}
-		fmt.Fprintf(stdout, "loaded %s: %d tenants now hold %d records\n", fs.Arg(0), res.Tenants, res.Records)
+		done(res.Revision, fmt.Sprintf("loaded %s: %d tenants now hold %d records", fs.Arg(0), res.Tenants, res.Records),
+			"tenants", res.Tenants, "records", res.Records)
 	case "put":
 		kind, err := decision.ParseKind(fs.Arg(0))
 		if err != nil {
 			return usageError{err}
 		}
-		if err := w.Put(ctx, kind, []byte(fs.Arg(1))); err != nil {
+		rev, err := w.Put(ctx, kind, []byte(fs.Arg(1)))
+		if err != nil {
 			return fmt.Errorf("put: nothing written: %w", err)
 		}
-		fmt.Fprintf(stdout, "put %s: written with its change event\n", kind)
+		done(rev, fmt.Sprintf("put %s: written with its change event", kind))
 	case "delete":
 		kind, err := decision.ParseKind(fs.Arg(0))
 		if err != nil {
 			return usageError{err}
 		}
-		if err := w.Delete(ctx, kind, fs.Arg(1), fs.Arg(2)); err != nil {
+		rev, err := w.Delete(ctx, kind, fs.Arg(1), fs.Arg(2))
+		if err != nil {
 			return fmt.Errorf("delete: nothing written: %w", err)
 		}
-		fmt.Fprintf(stdout, "deleted %s %q of tenant %q, with its change event\n", kind, fs.Arg(2), fs.Arg(1))
+		done(rev, fmt.Sprintf("deleted %s %q of tenant %q, with its change event", kind, fs.Arg(2), fs.Arg(1)))
 	case "export":
 		doc, bad, err := w.ExportValid(ctx)
 		if err != nil {

@@ -56,7 +56,8 @@ func (s *Service) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.
 // Request extracts what the authorizer needs from an Envoy CheckRequest.
 func Request(req *authv3.CheckRequest) extauthz.Request {
 	h := req.GetAttributes().GetRequest().GetHttp()
-	return extauthz.Request{Method: h.GetMethod(), Path: h.GetPath(), Authorization: h.GetHeaders()["authorization"]}
+	hs := h.GetHeaders()
+	return extauthz.Request{Method: h.GetMethod(), Path: h.GetPath(), Authorization: hs["authorization"], MinRevision: hs[extauthz.MinRevisionHeader]}
 }
 
 func header(k, v string) *corev3.HeaderValueOption {
