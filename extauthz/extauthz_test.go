@@ -4,6 +4,8 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/usher-authz/usher/decision"
@@ -70,5 +72,29 @@ func TestCheck(t *testing.T) {
 		if (r.Status == extauthz.Allowed || r.Status == extauthz.Denied) && len(r.DecisionID) != 32 {
 			t.Errorf("Check(%s): decision id %q", c.path, r.DecisionID)
 		}
+	}
+
+	// x-usher-min-revision: the answer says its revision; a token the state
+	// has not reached is a 503 to retry, a malformed one a 400.
+	rev := e.Snapshot().Token()
+	withMin := func(min string) extauthz.Result {
+		return a.Check(context.Background(), decision.APIExtAuthzGRPC, extauthz.Request{Method: "GET", Path: "/editor/x", Authorization: good, MinRevision: min})
+	}
+	if r := withMin(rev.String()); r.Status != extauthz.Allowed || r.Revision != rev.String() {
+		t.Errorf("at the current revision: %+v", r)
+	}
+	ahead := rev
+	ahead.Seq++
+	r := withMin(ahead.String())
+	rep := r.Reply()
+	if r.Status != extauthz.Unavailable || r.Reason != "state_behind" || rep.Status != 503 || !slices.Contains(rep.Headers, extauthz.Header{Key: "retry-after", Value: "1"}) ||
+		!strings.Contains(string(rep.Body), `"code":"state_behind"`) {
+		t.Errorf("a revision ahead: %+v, reply %d %v %s", r, rep.Status, rep.Headers, rep.Body)
+	}
+	if r := withMin("nope"); r.Status != extauthz.Invalid || r.Reply().Status != 400 || !strings.Contains(r.Message, "x-usher-min-revision: not a revision token") {
+		t.Errorf("a malformed revision: %+v", r)
+	}
+	if rep := withMin("").Reply(); !slices.Contains(rep.Headers, extauthz.Header{Key: "x-usher-revision", Value: rev.String()}) {
+		t.Errorf("an allowed reply's headers %v lack x-usher-revision", rep.Headers)
 	}
 }

@@ -26,6 +26,8 @@ type Check struct {
 		AssetID string `json:"asset_id"`
 		Type    string `json:"type"`
 	} `json:"entitlement,omitempty"`
+	// MinRevision, after a write, is the revision it returned.
+	MinRevision string `json:"min_revision,omitempty"`
 }
 
 // Answer is what /v1/evaluate answers.
@@ -33,6 +35,7 @@ type Answer struct {
 	Allowed    bool                            `json:"allowed"`
 	Reason     string                          `json:"reason"`
 	DecisionID string                          `json:"decision_id"`
+	Revision   string                          `json:"revision"`
 	Error      *struct{ Code, Message string } `json:"error"`
 }
 
