@@ -481,12 +481,13 @@ func decideSeat(t *Tenant, pol Policy, req *Request, at Instant) (Outcome, Grant
 	var g Grant
 	switch {
 	case best.Reason == SeatAssignedViaGroup && bestC.group != nil:
-		g = Grant{bestC.group.id, bestC.groupID}
+		g = Grant{ID: bestC.group.id, ViaGroup: bestC.groupID}
 	case bestC.direct != nil:
 		g = Grant{ID: bestC.direct.id}
 	case bestC.group != nil:
-		g = Grant{bestC.group.id, bestC.groupID}
+		g = Grant{ID: bestC.group.id, ViaGroup: bestC.groupID}
 	}
+	g.OverLimit = best.Allowed && bestC.facts.Has(SeatOverLimit)
 	return best, g, bestC.license.ID, win
 }
 
@@ -532,11 +533,11 @@ func decideEntitlement(t *Tenant, pol Policy, req *Request, at Instant) (Outcome
 	var g Grant
 	switch {
 	case o.Reason == EntitledViaGroup && c.group != nil:
-		g = Grant{c.group.id, c.groupID}
+		g = Grant{ID: c.group.id, ViaGroup: c.groupID}
 	case c.direct != nil:
 		g = Grant{ID: c.direct.id}
 	case c.group != nil:
-		g = Grant{c.group.id, c.groupID}
+		g = Grant{ID: c.group.id, ViaGroup: c.groupID}
 	}
 	return o, g, c.win
 }

@@ -91,6 +91,8 @@ func fastLicense(b []byte, w *licenseWire) bool {
 			return true, str(p, &w.AssetID)
 		case "seat_limit":
 			return true, optNum(p, &w.SeatLimit)
+		case "seat_overage":
+			return true, num(p, &w.SeatOverage)
 		case "type":
 			return true, str(p, &w.Type)
 		case "status":

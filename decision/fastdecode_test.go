@@ -49,7 +49,7 @@ func FuzzFastRecords(f *testing.F) {
 // only when the fuzzer happens on its key.
 func TestFullRecordsRoundTrip(t *testing.T) {
 	doc, err := ParseDocumentBytes([]byte(`{
-	 "licenses": [{"id": "l", "tenant_id": "t", "name": "editor", "description": "d", "asset_id": "p", "seat_limit": 5,
+	 "licenses": [{"id": "l", "tenant_id": "t", "name": "editor", "description": "d", "asset_id": "p", "seat_limit": 5, "seat_overage": 2,
 	   "type": "floating", "status": "suspended", "valid_from": "2026-01-01T00:00:00Z", "expires_at": "2027-01-01T00:00:00Z",
 	   "lease_duration_s": 60, "app_id": "app", "created_at": "2025-01-01T00:00:00Z", "updated_at": "2025-06-01T00:00:00Z", "is_deleted": true}],
 	 "assignments": [{"id": "a", "tenant_id": "t", "license_id": "l", "assignee_id": "g", "assignee_type": "group", "asset_id": "p",

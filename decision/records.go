@@ -21,6 +21,7 @@ type licenseWire struct {
 	Description    string  `json:"description"`
 	AssetID        string  `json:"asset_id"`
 	SeatLimit      *int64  `json:"seat_limit"`
+	SeatOverage    int64   `json:"seat_overage"`
 	Type           string  `json:"type"`
 	Status         string  `json:"status"`
 	ValidFrom      *string `json:"valid_from"`
@@ -279,6 +280,10 @@ func (w *licenseWire) record() (*License, error) {
 		}
 		l.SeatLimit = *w.SeatLimit
 	}
+	if w.SeatOverage < 0 {
+		c.fail("seat_overage", "must be a non-negative integer, got "+strconv.FormatInt(w.SeatOverage, 10))
+	}
+	l.SeatOverage = w.SeatOverage
 	switch w.Type {
 	case "", "named":
 	case "floating":
@@ -454,6 +459,8 @@ func (l *License) AppendJSON(b []byte) []byte {
 	} else {
 		b = strconv.AppendInt(b, l.SeatLimit, 10)
 	}
+	b = append(b, `,"seat_overage":`...)
+	b = strconv.AppendInt(b, l.SeatOverage, 10)
 	b = append(b, `,"type":`...)
 	b = jsonw.String(b, l.Type.String())
 	b = append(b, `,"status":`...)

@@ -20,6 +20,7 @@ const (
 	AssignmentNotYetValid
 	AssignmentInactive
 	NoAssignment
+	SeatLimitExceeded
 	// Entitlement reasons.
 	Entitled
 	EntitledViaGroup
@@ -36,7 +37,7 @@ var reasonNames = [numReasons]string{
 	"", "license_not_found", "license_suspended", "license_revoked", "license_not_yet_valid",
 	"license_expired", "assignment_denied", "seat_assigned", "seat_assigned_via_group",
 	"assignment_expired", "assignment_not_yet_valid", "assignment_inactive", "no_assignment",
-	"entitled", "entitled_via_group", "entitlement_pending_approval", "entitlement_expired",
+	"seat_limit_exceeded", "entitled", "entitled_via_group", "entitlement_pending_approval", "entitlement_expired",
 	"entitlement_inactive", "not_entitled", "no_route",
 }
 
@@ -53,7 +54,7 @@ func ParseReason(s string) (Reason, bool) {
 }
 
 // SeatReason reports whether r belongs to the seat check's reasons.
-func (r Reason) Seat() bool { return r >= LicenseNotFound && r <= NoAssignment }
+func (r Reason) Seat() bool { return r >= LicenseNotFound && r <= SeatLimitExceeded }
 
 // EntitlementReason reports whether r belongs to the entitlement check's reasons.
 func (r Reason) Entitlement() bool { return r >= Entitled && r <= NotEntitled }
@@ -76,10 +77,11 @@ const (
 	ValidityExpired     = 2
 )
 
-// SeatFacts is everything the seat policy may look at, packed in ten bits:
-// the license's state (bits 0–1) and validity (bits 2–3), and which kinds of
-// assignment S and its groups hold (bits 4–9). Decisions are memoized per
-// policy revision over this small domain.
+// SeatFacts is everything the seat policy may look at, packed in twelve
+// bits: the license's state (bits 0–1) and validity (bits 2–3), which kinds
+// of assignment S and its groups hold (bits 4–9), and where S ranks on a
+// license with a seat limit (bits 10–11: within the overage, or past it).
+// Decisions are memoized per policy revision over this small domain.
 type SeatFacts uint16
 
 const (
@@ -89,10 +91,14 @@ const (
 	SeatExpired
 	SeatNotYetValid
 	SeatInactive
+	// SeatOverLimit: S ranks past seat_limit, within seat_overage.
+	SeatOverLimit
+	// SeatBeyondLimit: S ranks past seat_limit + seat_overage.
+	SeatBeyondLimit
 )
 
 // NumSeatFacts bounds SeatFacts values.
-const NumSeatFacts = 1 << 10
+const NumSeatFacts = 1 << 12
 
 // MakeSeatFacts packs a license state and validity with assignment flags.
 func MakeSeatFacts(state, validity int, flags SeatFacts) SeatFacts {
@@ -127,6 +133,8 @@ func (f EntFacts) Has(g EntFacts) bool { return f&g == g }
 type Grant struct {
 	ID       string `json:"id"`
 	ViaGroup string `json:"via_group,omitempty"`
+	// OverLimit: the seat is one of the license's seat_overage seats.
+	OverLimit bool `json:"over_limit,omitempty"`
 }
 
 // window is the half-open interval [lo, hi) of times over which the
@@ -237,6 +245,17 @@ func (t *Tenant) seatFacts(l *License, s Principal, scope string, at Instant) se
 		}
 	}
 	t.eachHolder(s, scan)
+	if l.SeatLimit >= 0 && s.Type != GroupPrincipal && flags&(SeatDirect|SeatViaGroup) != 0 && flags&SeatDenied == 0 {
+		pos, win, ok := t.rankOf(lic, scope, scopeRef, t.lookup(s), at)
+		c.win.intersect(win)
+		switch {
+		case ok && int64(pos) < l.SeatLimit:
+		case ok && int64(pos) < l.SeatLimit+l.SeatOverage:
+			flags |= SeatOverLimit
+		default:
+			flags |= SeatBeyondLimit
+		}
+	}
 	c.facts = MakeSeatFacts(state, validity, flags)
 	return c
 }

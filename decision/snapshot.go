@@ -99,6 +99,8 @@ type Tenant struct {
 	refIdx map[string]uint32
 	seats  []seat  // by id
 	grants []grant // by id
+	// ranks memoizes the rankings of licenses with a seat limit.
+	ranks *rankMemo
 
 	Licenses []*License
 	Groups   []*Group
@@ -404,6 +406,7 @@ func buildTenant(in *interner, id string, d *Document, rev uint64) *Tenant {
 		persons:   make(map[string]int32),
 		groups:    make(map[string]int32, len(d.Groups)),
 		refIdx:    map[string]uint32{"": 0},
+		ranks:     &rankMemo{},
 	}
 	// Licenses and groups new to snapshots are copied (the caller keeps
 	// its own, and interning writes to them); those of an older snapshot

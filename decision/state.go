@@ -12,6 +12,7 @@ import (
 type License struct {
 	ID, TenantID, Name, Description, AssetID, AppID string
 	SeatLimit                                       int64 // -1: unlimited (null)
+	SeatOverage                                     int64 // seats allowed past SeatLimit, marked over_limit
 	Type                                            LicenseType
 	Status                                          Status
 	Deleted                                         bool

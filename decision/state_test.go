@@ -129,7 +129,7 @@ func TestDocumentRoundTrip(t *testing.T) {
 	if first.String() != second.String() {
 		t.Errorf("export is not stable across a round trip:\n%s\n---\n%s", first.String(), second.String())
 	}
-	for k, want := range map[decision.Kind]int{decision.KindLicense: 11, decision.KindAssignment: 25, decision.KindEntitlement: 12, decision.KindGroup: 4} {
+	for k, want := range map[decision.Kind]int{decision.KindLicense: 14, decision.KindAssignment: 35, decision.KindEntitlement: 12, decision.KindGroup: 7} {
 		if got := snap.Count(k); got != want {
 			t.Errorf("Count(%s) = %d, want %d", k, got, want)
 		}

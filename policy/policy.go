@@ -128,7 +128,7 @@ func compile(ctx context.Context, srcs map[string]string, digest string, rev uin
 	}
 	for f := range decision.NumSeatFacts {
 		facts := decision.SeatFacts(f)
-		if facts.Validity() > decision.ValidityExpired {
+		if facts.Validity() > decision.ValidityExpired || facts.Has(decision.SeatOverLimit|decision.SeatBeyondLimit) {
 			continue
 		}
 		o, err := evalOutcome(ctx, seat, SeatQuery, seatInput(facts))
@@ -217,6 +217,10 @@ func SeatInput(f decision.SeatFacts) map[string]any {
 			"expired":       f.Has(decision.SeatExpired),
 			"not_yet_valid": f.Has(decision.SeatNotYetValid),
 			"inactive":      f.Has(decision.SeatInactive),
+		},
+		"seats": map[string]any{
+			"over_limit":   f.Has(decision.SeatOverLimit),
+			"beyond_limit": f.Has(decision.SeatBeyondLimit),
 		},
 	}
 }

@@ -9,6 +9,10 @@
 # input.assignments: which assignments of the license the subject and its
 #                    groups hold: {"denied", "direct", "via_group" (active and
 #                    in effect), "expired", "not_yet_valid", "inactive"} booleans
+# input.seats:       where the subject ranks among the persons a license with a
+#                    seat limit would grant: {"over_limit" (within the overage),
+#                    "beyond_limit" (past it)} booleans; both false when the
+#                    license is unlimited or the subject holds a seat
 package usher.seat
 
 allow(reason) := {"allowed": true, "reason": reason}
@@ -16,6 +20,10 @@ allow(reason) := {"allowed": true, "reason": reason}
 deny(reason) := {"allowed": false, "reason": reason}
 
 default decision := {"allowed": false, "reason": "no_assignment"}
+
+granting if input.assignments.direct
+
+granting if input.assignments.via_group
 
 decision := deny("license_not_found") if {
 	not input.license.found
@@ -29,6 +37,9 @@ decision := deny("license_not_found") if {
 	input.license.validity == "expired"
 } else := deny("assignment_denied") if {
 	input.assignments.denied
+} else := deny("seat_limit_exceeded") if {
+	input.seats.beyond_limit
+	granting
 } else := allow("seat_assigned") if {
 	input.assignments.direct
 } else := allow("seat_assigned_via_group") if {

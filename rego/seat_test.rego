@@ -56,3 +56,21 @@ test_most_specific_denial if {
 	reason(active, {"inactive": true}) == "assignment_inactive"
 	reason(active, {}) == "no_assignment"
 }
+
+test_seat_limit_exceeded_after_denial_before_grants if {
+	v := seat.decision with input as {"license": active, "assignments": {"direct": true}, "seats": {"beyond_limit": true}}
+	v == {"allowed": false, "reason": "seat_limit_exceeded"}
+	w := seat.decision with input as {"license": active, "assignments": {"denied": true, "via_group": true}, "seats": {"beyond_limit": true}}
+	w.reason == "assignment_denied"
+}
+
+test_overage_still_grants if {
+	v := seat.decision with input as {"license": active, "assignments": {"via_group": true}, "seats": {"over_limit": true}}
+	v == {"allowed": true, "reason": "seat_assigned_via_group"}
+}
+
+test_beyond_limit_without_a_grant_says_why_not if {
+	reason(active, {"expired": true}) == "assignment_expired"
+	v := seat.decision with input as {"license": active, "assignments": {"expired": true}, "seats": {"beyond_limit": true}}
+	v.reason == "assignment_expired"
+}

@@ -223,6 +223,9 @@ func AppendDecision(b []byte, d *decision.Decision) []byte {
 		b = jsonw.String(b, d.Grant.ID)
 		b = append(b, `,"via_group":`...)
 		b = jsonw.NullString(b, d.Grant.ViaGroup)
+		if d.Grant.OverLimit {
+			b = append(b, `,"over_limit":true`...)
+		}
 		b = append(b, '}')
 	}
 	return append(b, '}')

@@ -339,7 +339,7 @@ func TestHealthStatusMetrics(t *testing.T) {
 	state, _ := got["state"].(map[string]any)
 	records, _ := state["records"].(map[string]any)
 	pol, _ := got["policy"].(map[string]any)
-	if status != 200 || got["ready"] != true || state["revision"] != f.engine.Snapshot().TokenText() || records["assignments"] != 25.0 || records["licenses"] != 11.0 ||
+	if status != 200 || got["ready"] != true || state["revision"] != f.engine.Snapshot().TokenText() || records["assignments"] != 35.0 || records["licenses"] != 14.0 ||
 		state["source"] != "file" || pol["revision"] != 1.0 || got["sync"].(map[string]any)["state"] != "following" {
 		t.Errorf("status = %d %v", status, got)
 	}
@@ -351,7 +351,7 @@ func TestHealthStatusMetrics(t *testing.T) {
 		`usher_decision_duration_seconds_bucket{api="evaluate",check="seat",le="1e-06"}`,
 		`usher_decision_cache_requests_total{result="miss"} 2`,
 		`usher_state_revision 42`,
-		`usher_state_records{kind="assignment"} 25`,
+		`usher_state_records{kind="assignment"} 35`,
 		`usher_state_age_seconds`,
 	} {
 		if !strings.Contains(text, want) {

@@ -132,8 +132,8 @@ func TestFollowerReloadsAfterRestoreOfOlderFiles(t *testing.T) {
 	srv.RestoreFiles(before)
 	srv.Start()
 	converged(t, fl, w, convergeWithin)
-	if n := fl.snap.Load().Count(decision.KindAssignment); n != 25 {
-		t.Errorf("the follower holds %d assignments, want the 25 of the restored Redis", n)
+	if n := fl.snap.Load().Count(decision.KindAssignment); n != corpusAssignments(t) {
+		t.Errorf("the follower holds %d assignments, want the %d of the restored Redis", n, corpusAssignments(t))
 	}
 	wantReloads(t, fl, statesync.ReloadRolledBack, 1)
 }

@@ -148,8 +148,8 @@ func TestFollowerAppliesChanges(t *testing.T) {
 	fl := startFollower(t, url, ns, "")
 	waitFor(t, "the first load", 5*time.Second, func() bool { return fl.snap.Load() != nil })
 	first := fl.snap.Load()
-	if n := first.Count(decision.KindAssignment); n != 25 {
-		t.Fatalf("loaded %d assignments, want 25", n)
+	if n := first.Count(decision.KindAssignment); n != corpusAssignments(t) {
+		t.Fatalf("loaded %d assignments, want %d", n, corpusAssignments(t))
 	}
 	if _, err := w.Put(ctx, decision.KindAssignment, []byte(`{"id": "a01", "tenant_id": "acme", "license_id": "lic_editor", "assignee_id": "u1", "status": "suspended"}`)); err != nil {
 		t.Fatal(err)
@@ -302,8 +302,8 @@ func TestFollowerServesSnapshotFileWhileRedisIsDown(t *testing.T) {
 	dead := "redis://" + closedPort(t) + "/0"
 	down := startFollower(t, dead, ns, file)
 	waitFor(t, "the snapshot from file", 2*time.Second, func() bool { return down.snap.Load() != nil })
-	if n := down.snap.Load().Count(decision.KindAssignment); n != 25 {
-		t.Errorf("served %d assignments from the file, want 25", n)
+	if n := down.snap.Load().Count(decision.KindAssignment); n != corpusAssignments(t) {
+		t.Errorf("served %d assignments from the file, want %d", n, corpusAssignments(t))
 	}
 	waitFor(t, "the outage to show", 2*time.Second, func() bool { return down.f.Status().State == statesync.StateDisconnected })
 	if down.metric("usher_sync_connected") != 0 || down.f.Status().LastError == "" {
@@ -354,7 +354,7 @@ func TestFollowerAcrossRedisRestartAndDataLoss(t *testing.T) {
 	converged(t, fl, w, 10*time.Second)
 	added := c.XInfoStream(ctx, w.Keys().Changes()).Val().EntriesAdded
 	waitFor(t, "every change counted once", 5*time.Second, func() bool {
-		return fl.metric("usher_sync_events_total") == float64(added-2) // the load's two tenant events came before the follower
+		return fl.metric("usher_sync_events_total") == float64(added-int64(corpusTenants(t))) // the load's tenant events came before the follower
 	})
 	if got := fl.metric("usher_sync_full_reloads_total"); got != 0 {
 		t.Errorf("usher_sync_full_reloads_total = %v after a restart that kept the data, want 0", got)
@@ -396,8 +396,8 @@ func TestFollowerLeavesOutInvalidRecords(t *testing.T) {
 	}
 	fl := startFollower(t, url, ns, "")
 	waitFor(t, "the first load", 5*time.Second, func() bool { return fl.snap.Load() != nil })
-	if n := fl.snap.Load().Count(decision.KindAssignment); n != 25 {
-		t.Errorf("loaded %d assignments, want the 25 valid ones", n)
+	if n := fl.snap.Load().Count(decision.KindAssignment); n != corpusAssignments(t) {
+		t.Errorf("loaded %d assignments, want the %d valid ones", n, corpusAssignments(t))
 	}
 	if got := fl.metric("usher_sync_invalid_records_total"); got != 2 {
 		t.Errorf("usher_sync_invalid_records_total = %v, want 2", got)

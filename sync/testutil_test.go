@@ -105,3 +105,9 @@ func dump(t *testing.T, c redis.UniversalClient, ns string) map[string]any {
 	}
 	return out
 }
+
+// corpusAssignments and corpusTenants count the semantics state's
+// assignments and tenants.
+func corpusAssignments(t *testing.T) int { return len(parse(t, semanticsState(t)).Assignments) }
+
+func corpusTenants(t *testing.T) int { return len(parse(t, semanticsState(t)).ByTenant()) }

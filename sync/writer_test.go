@@ -27,8 +27,9 @@ func TestLoadExportRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Tenants != 2 || res.Records != doc.Len() {
-		t.Errorf("Load = %+v, want 2 tenants and %d records", res, doc.Len())
+	tenants := len(doc.ByTenant())
+	if res.Tenants != tenants || res.Records != doc.Len() {
+		t.Errorf("Load = %+v, want %d tenants and %d records", res, tenants, doc.Len())
 	}
 	got, err := w.Export(ctx)
 	if err != nil {
@@ -41,12 +42,28 @@ func TestLoadExportRoundTrip(t *testing.T) {
 	if n := c.HLen(ctx, k.Records("acme", decision.KindAssignment)).Val(); n != 24 {
 		t.Errorf("HLEN acme assignments = %d, want 24", n)
 	}
-	if m := c.SMembers(ctx, k.Tenants()).Val(); len(m) != 2 {
-		t.Errorf("tenants = %v, want acme and globex", m)
+	if m := c.SMembers(ctx, k.Tenants()).Val(); len(m) != tenants {
+		t.Errorf("tenants = %v, want the document's %d", m, tenants)
 	}
 	events := c.XRange(ctx, k.Changes(), "-", "+").Val()
-	if len(events) != 2 || events[0].Values["op"] != "tenant" {
+	if len(events) != tenants || events[0].Values["op"] != "tenant" {
 		t.Errorf("stream after load = %v, want one tenant event per tenant", events)
+	}
+	// The load's revision names its last event in the namespace's epoch.
+	epoch := c.Get(ctx, k.Epoch()).Val()
+	if want, _ := decision.RedisToken(ns, epoch, events[len(events)-1].ID); epoch == "" || res.Revision != want {
+		t.Errorf("Load's revision %s, want %s (epoch %q, last event %s)", res.Revision, want, epoch, events[len(events)-1].ID)
+	}
+	rev, err := w.Put(ctx, decision.KindGroup, []byte(`{"id": "g_new", "tenant_id": "acme", "members": []}`))
+	last := c.XRevRangeN(ctx, k.Changes(), "+", "-", 1).Val()
+	if want, _ := decision.RedisToken(ns, epoch, last[0].ID); err != nil || rev != want {
+		t.Errorf("Put's revision %s, %v; want %s", rev, err, want)
+	}
+	if now, err := w.Revision(ctx); err != nil || now != rev {
+		t.Errorf("Revision() = %s, %v; want the last write's %s", now, err, rev)
+	}
+	if _, err := w.Delete(ctx, decision.KindGroup, "acme", "g_new"); err != nil {
+		t.Fatal(err)
 	}
 	if keys := c.Keys(ctx, "{"+ns+"}:stage:*").Val(); len(keys) != 0 {
 		t.Errorf("staging keys left behind: %v", keys)

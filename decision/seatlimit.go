@@ -1,0 +1,142 @@
+package decision
+
+import (
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+)
+
+// The seat limit of a named license (docs/semantics.md, seat limits): the
+// persons the license would grant at a time are ranked by the earliest
+// assigned_at among the granting assignments that reach them (unset ranks
+// first), then by id; the first seat_limit hold seats, the next
+// seat_overage are granted over the limit, the rest are denied.
+
+// ranking is the order of the persons a limited license grants, the same
+// over win.
+type ranking struct {
+	win window
+	pos map[int32]int32 // person (index into prins) -> 0-based rank
+}
+
+type rankKey struct {
+	lic    uint32
+	scope  uint32
+	scoped bool
+}
+
+// rankMemo keeps each limited license's last ranking: a tenant is
+// immutable, so a ranking holds until its window ends.
+type rankMemo struct{ m sync.Map } // rankKey -> *ranking
+
+// rankOf returns where person p ranks on license l (ref lic) at at, and
+// the window over which that holds; ok is false when p is not among the
+// persons the license grants.
+func (t *Tenant) rankOf(lic uint32, scope string, scopeRef uint32, p int32, at Instant) (int32, window, bool) {
+	key := rankKey{lic: lic, scope: scopeRef, scoped: scope != ""}
+	var r *ranking
+	if v, ok := t.ranks.m.Load(key); ok && v.(*ranking).win.holds(at) {
+		r = v.(*ranking)
+	} else {
+		r = t.rank(key, at)
+		t.ranks.m.Store(key, r)
+	}
+	pos, ok := r.pos[p]
+	return pos, r.win, ok
+}
+
+// rank orders the persons the license grants at at.
+func (t *Tenant) rank(key rankKey, at Instant) *ranking {
+	lo := sort.Search(len(t.licSeats), func(i int) bool { return t.seats[t.licSeats[i]].lic >= key.lic })
+	win := always
+	first := map[int32]Instant{} // person -> earliest granting assigned_at
+	denied := map[int32]bool{}
+	var buf []int32
+	for _, si := range t.licSeats[lo:] {
+		a := &t.seats[si]
+		if a.lic != key.lic {
+			break
+		}
+		if key.scoped && a.app != key.scope {
+			continue
+		}
+		// Any of the license's assignments starting or ending can move
+		// the ranking.
+		win.bound(at, a.validFrom)
+		win.bound(at, a.expiresAt)
+		if a.status != StatusActive || !inEffect(a.validFrom, a.expiresAt, at) {
+			continue
+		}
+		buf = t.personsOf(a.assignee, buf[:0])
+		for _, p := range buf {
+			switch {
+			case a.res == Denied:
+				denied[p] = true
+			default:
+				if cur, ok := first[p]; !ok || a.assignedAt < cur {
+					first[p] = a.assignedAt
+				}
+			}
+		}
+	}
+	order := make([]int32, 0, len(first))
+	for p := range first {
+		if !denied[p] {
+			order = append(order, p)
+		}
+	}
+	slices.SortFunc(order, func(a, b int32) int {
+		if first[a] != first[b] {
+			if first[a] < first[b] {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(t.prins[a].id, t.prins[b].id)
+	})
+	r := &ranking{win: win, pos: make(map[int32]int32, len(order))}
+	for i, p := range order {
+		r.pos[p] = int32(i)
+	}
+	return r
+}
+
+// personsOf appends the persons principal i stands for: itself, or every
+// person in the group, directly or through nesting (cycles tolerated).
+func (t *Tenant) personsOf(i int32, out []int32) []int32 {
+	if t.prins[i].typ != GroupPrincipal {
+		return append(out, i)
+	}
+	seen := map[string]bool{t.prins[i].id: true}
+	queue := []string{t.prins[i].id}
+	for len(queue) > 0 {
+		g := t.group(queue[0])
+		queue = queue[1:]
+		if g == nil {
+			continue
+		}
+		for _, m := range g.Members {
+			if m.Type == GroupPrincipal {
+				if !seen[m.ID] {
+					seen[m.ID] = true
+					queue = append(queue, m.ID)
+				}
+				continue
+			}
+			if p, ok := t.persons[m.ID]; ok {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
+
+// group returns the group of that id, or nil.
+func (t *Tenant) group(id string) *Group {
+	i, ok := slices.BinarySearchFunc(t.Groups, id, func(g *Group, id string) int { return strings.Compare(g.ID, id) })
+	if !ok {
+		return nil
+	}
+	return t.Groups[i]
+}
