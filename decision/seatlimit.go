@@ -16,8 +16,9 @@ import (
 // ranking is the order of the persons a limited license grants, the same
 // over win.
 type ranking struct {
-	win window
-	pos map[int32]int32 // person (index into prins) -> 0-based rank
+	win   window
+	pos   map[int32]int32   // person (index into prins) -> 0-based rank
+	first map[int32]Instant // person -> earliest granting assigned_at
 }
 
 type rankKey struct {
@@ -95,7 +96,7 @@ func (t *Tenant) rank(key rankKey, at Instant) *ranking {
 		}
 		return strings.Compare(t.prins[a].id, t.prins[b].id)
 	})
-	r := &ranking{win: win, pos: make(map[int32]int32, len(order))}
+	r := &ranking{win: win, pos: make(map[int32]int32, len(order)), first: first}
 	for i, p := range order {
 		r.pos[p] = int32(i)
 	}
@@ -139,4 +140,39 @@ func (t *Tenant) group(id string) *Group {
 		return nil
 	}
 	return t.Groups[i]
+}
+
+// SeatsInUse counts the persons the license grants at at, in every app
+// scope: the seats its limit counts (the writer's check before it adds an
+// assignment).
+func (t *Tenant) SeatsInUse(licenseID string, at Instant) int {
+	lic, ok := t.refIdx[licenseID]
+	if !ok || t.licByID[licenseID] == nil {
+		return 0
+	}
+	return len(t.rank(rankKey{lic: lic}, at).pos)
+}
+
+// SeatHolder is a person a license's assignments grant, with the earliest
+// assigned_at of those that reach them.
+type SeatHolder struct {
+	Person     string
+	AssignedAt Instant
+}
+
+// Granted lists the persons the license's active, in-effect, non-denied
+// assignments reach at at in the app scope, directly or through groups,
+// in seat rank order (before any seat limit or license state applies).
+func (t *Tenant) Granted(licenseID, scope string, at Instant) []SeatHolder {
+	lic, ok := t.refIdx[licenseID]
+	if !ok || t.licByID[licenseID] == nil {
+		return nil
+	}
+	scopeRef := t.scopeRef(scope)
+	r := t.rank(rankKey{lic: lic, scope: scopeRef, scoped: scope != ""}, at)
+	out := make([]SeatHolder, len(r.pos))
+	for p, i := range r.pos {
+		out[i] = SeatHolder{Person: t.prins[p].id, AssignedAt: r.first[p]}
+	}
+	return out
 }

@@ -50,14 +50,21 @@ func (s *Server) compat(ctx *fasthttp.RequestCtx) {
 			fmt.Sprintf("no seat license %q in org %q", req.License, req.TenantID))
 		return
 	}
-	// The allocation's subjects are the assigned persons the seat rules
-	// allow now (not those denied through a group, say).
+	// The allocation's subjects are the persons the seat rules allow now:
+	// reached directly or through groups, denials and the seat limit
+	// applied, in seat rank order; currentAllocation counts them.
 	holds := func(person string) bool {
 		o, err := s.cfg.Engine.Evaluate(snap, &decision.Request{TenantID: req.TenantID, AppID: req.AppID,
 			Subject: decision.Principal{Type: decision.Person, ID: person}, Check: decision.CheckSeat, License: lic.ID})
 		return err == nil && o.Allowed
 	}
-	writeJSON(ctx, fasthttp.StatusOK, appendAllocation(nil, d.Allowed, d.Token, t, lic, time.Now(), holds))
+	var holders []decision.SeatHolder
+	for _, h := range t.Granted(lic.ID, req.AppID, decision.InstantOf(time.Now())) {
+		if holds(h.Person) {
+			holders = append(holders, h)
+		}
+	}
+	writeJSON(ctx, fasthttp.StatusOK, appendAllocation(nil, d.Allowed, d.Token, t, lic, holders))
 }
 
 // AllocationID derives the stable allocation id of a tenant's license as a
@@ -80,21 +87,10 @@ func AllocationID(tenant, license string) string {
 	return string(out[:])
 }
 
-// appendAllocation builds the DataRobot seat license allocation from the
-// license and its person assignments in effect at now whose person holds
-// a seat (holds).
-func appendAllocation(b []byte, allowed bool, revision string, t *decision.Tenant, l *decision.License, now time.Time, holds func(person string) bool) []byte {
-	at := decision.InstantOf(now)
-	var holders []*decision.Assignment
-	seen := map[string]bool{}
-	for _, a := range t.LicenseAssignments(l.ID) {
-		if a.AssigneeType == decision.Person && a.Reservation != decision.Denied && a.Status == decision.StatusActive &&
-			(!a.ValidFrom.Set() || a.ValidFrom <= at) && (!a.ExpiresAt.Set() || at < a.ExpiresAt) &&
-			!seen[a.AssigneeID] && holds(a.AssigneeID) {
-			seen[a.AssigneeID] = true
-			holders = append(holders, a)
-		}
-	}
+// appendAllocation appends the compatible answer: the allocation of a
+// license and the persons holding its seats now (holders, in seat rank
+// order: through groups too, overage included, the limit applied).
+func appendAllocation(b []byte, allowed bool, revision string, t *decision.Tenant, l *decision.License, holders []decision.SeatHolder) []byte {
 	limit := l.SeatLimit // -1: unlimited
 	created, updated := l.CreatedAt, l.UpdatedAt
 	if !created.Set() {
@@ -133,7 +129,7 @@ func appendAllocation(b []byte, allowed bool, revision string, t *decision.Tenan
 			b = append(b, ',')
 		}
 		b = append(b, `{"subjectId":`...)
-		b = jsonw.String(b, a.AssigneeID)
+		b = jsonw.String(b, a.Person)
 		b = append(b, `,"subjectType":"user","createdAt":`...)
 		ts := a.AssignedAt
 		if !ts.Set() {

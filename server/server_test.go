@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -303,8 +304,9 @@ func TestCompat(t *testing.T) {
 	}
 	status, _, got = f.do(t, "POST", "/api/v2/seatLicenseAllocations/evaluate/", `{"orgId": "acme", "seatName": "editor", "subjectId": "u1", "subjectType": "user"}`)
 	alloc = got["seatLicenseAllocation"].(map[string]any)
-	// Holders now: a01 u1, a11 u10, a13 u11, a14 u12 (person, active, in effect, not denied);
-	// u5's a04 is all that, but a group of u5 is denied the editor: u5 holds no seat.
+	// Holders now: a01 u1, a11 u10, a13 u11, a14 u12 (person, active, in effect, not denied),
+	// and u2, u3 through a02 to g_all (in seat rank order); u5's a04 is all that, but a group
+	// of u5 is denied the editor: u5 holds no seat.
 	var subjects []string
 	for _, s := range alloc["subjects"].([]any) {
 		m := s.(map[string]any)
@@ -316,8 +318,32 @@ func TestCompat(t *testing.T) {
 	if status != 200 || got["allowed"] != true || alloc["limit"] != 50.0 || alloc["currentAllocation"] != float64(len(subjects)) {
 		t.Errorf("compat editor = %d %v", status, got)
 	}
-	if diff := cmp.Diff([]string{"u1", "u10", "u11", "u12"}, subjects); diff != "" {
+	if diff := cmp.Diff([]string{"u1", "u10", "u11", "u12", "u2", "u3"}, subjects); diff != "" {
 		t.Errorf("subjects mismatch (-want +got):\n%s", diff)
+	}
+
+	// A license with a seat limit: the ranked holders within limit and
+	// overage, the same persons evaluate allows.
+	_, _, got = f.do(t, "POST", "/api/v2/seatLicenseAllocations/evaluate/", `{"orgId": "lim", "seatName": "two", "subjectId": "p_d", "subjectType": "user"}`)
+	alloc = got["seatLicenseAllocation"].(map[string]any)
+	subjects = nil
+	for _, s := range alloc["subjects"].([]any) {
+		subjects = append(subjects, s.(map[string]any)["subjectId"].(string))
+	}
+	if got["allowed"] != false || alloc["limit"] != 2.0 || alloc["currentAllocation"] != 3.0 {
+		t.Errorf("compat two for p_d = %v, want denied, limit 2, 3 allocated (2 + 1 overage)", got)
+	}
+	if diff := cmp.Diff([]string{"p_c", "p_a", "p_b"}, subjects); diff != "" {
+		t.Errorf("limited subjects mismatch (-want +got):\n%s", diff)
+	}
+	for _, who := range []string{"p_a", "p_b", "p_c", "p_d", "p_e", "p_f", "p_x"} {
+		_, _, d := f.do(t, "POST", "/v1/evaluate", `{"tenant_id": "lim", "subject": {"id": "`+who+`"}, "seat": {"license": "two"}}`)
+		if held := slices.Contains(subjects, who); d["allowed"] != held {
+			t.Errorf("evaluate %s = %v, but the allocation lists it: %v", who, d, held)
+		}
+		if g, _ := d["grant"].(map[string]any); (who == "p_b") != (g["over_limit"] == true) {
+			t.Errorf("evaluate %s: grant %v, want over_limit only for p_b", who, g)
+		}
 	}
 }
 

@@ -19,6 +19,10 @@ import (
 // ErrNotFound marks a delete of a record that does not exist.
 var ErrNotFound = errors.New("not found")
 
+// ErrSeatLimitExceeded marks an assignment refused because it would grant
+// a seat past its license's seat_limit + seat_overage.
+var ErrSeatLimitExceeded = errors.New("seat_limit_exceeded")
+
 // ErrConflict marks a write that kept losing a race with other writers.
 var ErrConflict = errors.New("concurrent writes kept changing the same keys; try again")
 
@@ -168,7 +172,9 @@ func (w *Writer) Put(ctx context.Context, kind decision.Kind, raw []byte) (decis
 	key := w.k.Records(tenant, kind)
 	watch := []string{key}
 	if kind == decision.KindAssignment {
-		watch = append(watch, w.k.Records(tenant, decision.KindLicense))
+		// The license, and the groups that decide whom it reaches: a
+		// concurrent write to either retries the seat count.
+		watch = append(watch, w.k.Records(tenant, decision.KindLicense), w.k.Records(tenant, decision.KindGroup))
 	}
 	var epoch, event *redis.StringCmd
 	err = w.retry(ctx, func(tx *redis.Tx) error {
@@ -181,6 +187,9 @@ func (w *Writer) Put(ctx context.Context, kind decision.Kind, raw []byte) (decis
 			if !ok {
 				return &decision.RecordError{Kind: kind, Index: -1, ID: id, Field: "license_id",
 					Rule: fmt.Sprintf("must name a license of tenant %q, no license %q there", tenant, r.LicenseID)}
+			}
+			if err := w.checkSeats(ctx, tx, r); err != nil {
+				return err
 			}
 		case *decision.Group:
 			for i, m := range r.Members {
@@ -209,6 +218,52 @@ func (w *Writer) Put(ctx context.Context, kind decision.Kind, raw []byte) (decis
 		return decision.Token{}, err
 	}
 	return w.token(epoch, event), nil
+}
+
+// checkSeats refuses an assignment that would grant a seat of a named
+// license with a seat_limit past seat_limit + seat_overage now. It reads
+// the tenant's assignments and groups inside the write's WATCH, so two
+// writers cannot both take the last seat.
+func (w *Writer) checkSeats(ctx context.Context, tx *redis.Tx, a *decision.Assignment) error {
+	if a.Reservation == decision.Denied || a.Status != decision.StatusActive || a.Deleted {
+		return nil // grants nothing
+	}
+	raw, err := tx.HGet(ctx, w.k.Records(a.TenantID, decision.KindLicense), a.LicenseID).Result()
+	if err != nil {
+		return err
+	}
+	lic, err := decision.DecodeLicense([]byte(raw))
+	if err != nil || lic.SeatLimit < 0 || lic.Type != decision.Named {
+		return nil // a record sidecars leave out, unlimited, or floating
+	}
+	assignments, err := tx.HGetAll(ctx, w.k.Records(a.TenantID, decision.KindAssignment)).Result()
+	if err != nil {
+		return err
+	}
+	groups, err := tx.HGetAll(ctx, w.k.Records(a.TenantID, decision.KindGroup)).Result()
+	if err != nil {
+		return err
+	}
+	doc := &decision.Document{Licenses: []*decision.License{lic}}
+	for id, raw := range assignments {
+		if o, err := decision.DecodeAssignment([]byte(raw)); err == nil && o.LicenseID == lic.ID && id != a.ID {
+			doc.Assignments = append(doc.Assignments, o)
+		}
+	}
+	for _, raw := range groups {
+		if g, err := decision.DecodeGroup([]byte(raw)); err == nil {
+			doc.Groups = append(doc.Groups, g)
+		}
+	}
+	now := decision.InstantOf(w.now())
+	before := decision.NewSnapshot(doc, 1).Tenant(a.TenantID).SeatsInUse(lic.ID, now)
+	doc.Assignments = append(doc.Assignments, a)
+	after := decision.NewSnapshot(doc, 1).Tenant(a.TenantID).SeatsInUse(lic.ID, now)
+	if most := lic.SeatLimit + lic.SeatOverage; after > before && int64(after) > most {
+		return fmt.Errorf("%w: assignment %q would grant %d seats of license %q of tenant %q, which has %d (seat_limit %d + seat_overage %d) and %d in use",
+			ErrSeatLimitExceeded, a.ID, after, lic.ID, a.TenantID, most, lic.SeatLimit, lic.SeatOverage, before)
+	}
+	return nil
 }
 
 // Delete removes one record. A license that assignments still name, or a
