@@ -359,6 +359,9 @@ func (f *RedisFollower) apply(ctx context.Context, streams []redis.XStream) erro
 			switch op := str(FieldOp); op {
 			case OpTenant:
 				reread[tenant] = true
+			case OpLease, OpLeaseEnd:
+				// Floating-seat changes: not yet part of the decisions
+				// (leases are counted in Redis only).
 			case OpPut, OpDelete:
 				kind, err := decision.ParseKind(str(FieldKind))
 				if err != nil {

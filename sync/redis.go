@@ -74,6 +74,13 @@ const (
 	OpPut    = "put"
 	OpDelete = "delete"
 	OpTenant = "tenant" // the tenant's records were replaced wholesale: reread them
+	// OpLease and OpLeaseEnd are floating-seat changes (leases.lua):
+	// FieldLease holds the lease granted or renewed; a lease_end names
+	// its lease in FieldID, with FieldReason released or expired.
+	OpLease     = "lease"
+	OpLeaseEnd  = "lease_end"
+	FieldLease  = "lease"
+	FieldReason = "reason"
 )
 
 // NewClient connects to the Redis named by url and names its connections

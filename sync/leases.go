@@ -1,0 +1,253 @@
+package statesync
+
+import (
+	"context"
+	"crypto/rand"
+	_ "embed"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/usher-authz/usher/decision"
+)
+
+// Floating seats: a lease holds a seat of a floating license until it
+// expires. Redis is the only place a seat is counted: each operation is
+// one server-side script (leases.lua) that takes the time from Redis,
+// drops the license's expired leases, reads the limit from the license
+// record, counts leases and reserved seats, and appends the change to the
+// change stream, so every sidecar learns every lease.
+
+//go:embed leases.lua
+var leasesLua string
+
+var leaseScript = redis.NewScript(leasesLua)
+
+// Leases returns the HASH of a tenant's leases: lease id -> lease JSON.
+func (k Keys) Leases(tenant string) string { return k.prefix() + "t:" + tenant + ":leases" }
+
+// LeaseExpiries returns the ZSET of a license's leases by expiry (Unix ms).
+func (k Keys) LeaseExpiries(tenant, license string) string {
+	return k.prefix() + "t:" + tenant + ":lease-expiries:" + license
+}
+
+// LeaseHolders returns the HASH of a license's leases by holder: subject
+// NUL client id -> lease id.
+func (k Keys) LeaseHolders(tenant, license string) string {
+	return k.prefix() + "t:" + tenant + ":lease-holders:" + license
+}
+
+// Lease is one held seat of a floating license.
+type Lease struct {
+	ID        string    `json:"id"`
+	TenantID  string    `json:"tenant_id"`
+	LicenseID string    `json:"license_id"`
+	Subject   string    `json:"subject"`
+	ClientID  string    `json:"client_id"`
+	Duration  int64     `json:"duration_s"`
+	GrantedAt time.Time `json:"-"`
+	ExpiresAt time.Time `json:"-"`
+}
+
+// leaseWire is a lease as Redis and the change stream hold it.
+type leaseWire struct {
+	ID        string `json:"id"`
+	TenantID  string `json:"tenant_id"`
+	LicenseID string `json:"license_id"`
+	Subject   string `json:"subject"`
+	ClientID  string `json:"client_id"`
+	Duration  int64  `json:"duration_s"`
+	GrantedMs int64  `json:"granted_ms"`
+	ExpiresMs int64  `json:"expires_ms"`
+}
+
+// ParseLease decodes a lease as Redis and lease events hold it.
+func ParseLease(raw []byte) (Lease, error) {
+	var w leaseWire
+	if err := json.Unmarshal(raw, &w); err != nil {
+		return Lease{}, fmt.Errorf("lease: %w", err)
+	}
+	if w.ID == "" || w.TenantID == "" || w.LicenseID == "" || w.Subject == "" || w.ExpiresMs <= 0 {
+		return Lease{}, fmt.Errorf("lease %q: id, tenant_id, license_id, subject and expires_ms are required", w.ID)
+	}
+	return Lease{ID: w.ID, TenantID: w.TenantID, LicenseID: w.LicenseID, Subject: w.Subject, ClientID: w.ClientID,
+		Duration: w.Duration, GrantedAt: time.UnixMilli(w.GrantedMs).UTC(), ExpiresAt: time.UnixMilli(w.ExpiresMs).UTC()}, nil
+}
+
+// Lease operation results.
+const (
+	LeaseGranted         = "granted"
+	LeaseRenewed         = "renewed"
+	LeaseReleased        = "released"
+	LeaseNotHeld         = "not_held"
+	LeaseNotFound        = "lease_not_found"
+	LeaseExpired         = "lease_expired"
+	LeaseNoSeatAvailable = "no_seat_available"
+	LeaseNotFloating     = "not_floating"
+	LeaseNoLicense       = "license_not_found"
+	LeaseReaped          = "reaped"
+)
+
+// Seats is a floating license's pool: Limit is seat_limit + seat_overage
+// (-1: unlimited); InUse counts live leases and reserved seats.
+type Seats struct {
+	Limit, InUse int64
+}
+
+// LeaseResult is what a lease operation did.
+type LeaseResult struct {
+	Status string // one of the Lease… results
+	Lease  *Lease // the lease granted or renewed
+	Seats  Seats
+	// Revision is the revision token of the state holding the change (or,
+	// when nothing changed, of the state Redis holds now).
+	Revision decision.Token
+}
+
+// MaxLeaseDuration bounds a lease asked for a license without its own
+// lease_duration_s.
+const MaxLeaseDuration = 24 * time.Hour
+
+// Checkout grants subject (from client, "" for none) a lease of the
+// floating license, or returns the lease it already holds, extended: a
+// retry never takes a second seat. duration 0 means the license's
+// lease_duration_s (or 300 s); a longer one is cut to it.
+func (w *Writer) Checkout(ctx context.Context, tenant, license, subject, client string, duration time.Duration) (LeaseResult, error) {
+	var errs []error
+	for _, f := range []struct{ name, v string }{{"tenant_id", tenant}, {"license", license}, {"subject", subject}} {
+		if f.v == "" {
+			errs = append(errs, fmt.Errorf("%s: is required", f.name))
+		}
+	}
+	for _, f := range []struct{ name, v string }{{"tenant_id", tenant}, {"license", license}, {"subject", subject}, {"client_id", client}} {
+		if len(f.v) > decision.MaxIDLen {
+			errs = append(errs, fmt.Errorf("%s: must be at most %d bytes, got %d", f.name, decision.MaxIDLen, len(f.v)))
+		}
+	}
+	if duration < 0 || duration > MaxLeaseDuration || duration%time.Second != 0 {
+		errs = append(errs, fmt.Errorf("duration_s: must be a whole number of seconds from 1 to %d (0 or absent: the license's lease_duration_s), got %s",
+			int64(MaxLeaseDuration/time.Second), duration))
+	}
+	if len(errs) > 0 {
+		return LeaseResult{}, errors.Join(errs...)
+	}
+	var id [16]byte
+	rand.Read(id[:])
+	return w.lease(ctx, "checkout", tenant, license, subject, client, int64(duration/time.Second), "lease_"+hex.EncodeToString(id[:]), "")
+}
+
+// Heartbeat extends a lease by its duration from now. An expired lease is
+// ended (LeaseExpired); an unknown one is LeaseNotFound.
+func (w *Writer) Heartbeat(ctx context.Context, tenant, leaseID string) (LeaseResult, error) {
+	return w.byLease(ctx, "heartbeat", tenant, leaseID)
+}
+
+// Release ends a lease now; releasing one that is not held is not an
+// error (LeaseNotHeld).
+func (w *Writer) Release(ctx context.Context, tenant, leaseID string) (LeaseResult, error) {
+	return w.byLease(ctx, "release", tenant, leaseID)
+}
+
+// Reap ends the license's expired leases, writing their lease_end events;
+// many sidecars may reap at once.
+func (w *Writer) Reap(ctx context.Context, tenant, license string) (LeaseResult, error) {
+	return w.lease(ctx, "reap", tenant, license, "", "", 0, "", "")
+}
+
+func (w *Writer) byLease(ctx context.Context, op, tenant, leaseID string) (LeaseResult, error) {
+	if tenant == "" || leaseID == "" {
+		return LeaseResult{}, errors.New("tenant_id and lease_id: both are required")
+	}
+	raw, err := w.c.HGet(ctx, w.k.Leases(tenant), leaseID).Result()
+	if errors.Is(err, redis.Nil) {
+		status := LeaseNotFound
+		if op == "release" {
+			status = LeaseNotHeld
+		}
+		rev, err := w.Revision(ctx)
+		return LeaseResult{Status: status, Seats: Seats{Limit: -1}, Revision: rev}, err
+	}
+	if err != nil {
+		return LeaseResult{}, err
+	}
+	l, err := ParseLease([]byte(raw))
+	if err != nil {
+		return LeaseResult{}, err
+	}
+	return w.lease(ctx, op, tenant, l.LicenseID, "", "", 0, "", leaseID)
+}
+
+func (w *Writer) lease(ctx context.Context, op, tenant, license, subject, client string, durationS int64, newID, leaseID string) (LeaseResult, error) {
+	keys := []string{
+		w.k.Records(tenant, decision.KindLicense), w.k.Records(tenant, decision.KindAssignment), w.k.Records(tenant, decision.KindGroup),
+		w.k.Leases(tenant), w.k.LeaseExpiries(tenant, license), w.k.LeaseHolders(tenant, license), w.k.Changes(), w.k.Epoch(),
+	}
+	v, err := leaseScript.Run(ctx, w.c, keys, op, tenant, license, subject, client, durationS, newID, leaseID, w.maxLen, newEpoch()).Slice()
+	if err != nil {
+		return LeaseResult{}, refusedScript(err)
+	}
+	if len(v) != 6 {
+		return LeaseResult{}, fmt.Errorf("lease script answered %v", v)
+	}
+	status, _ := v[0].(string)
+	js, _ := v[1].(string)
+	inUse, _ := v[2].(int64)
+	limit, _ := v[3].(int64)
+	event, _ := v[4].(string)
+	epoch, _ := v[5].(string)
+	res := LeaseResult{Status: status, Seats: Seats{Limit: limit, InUse: inUse}}
+	if js != "" {
+		l, err := ParseLease([]byte(js))
+		if err != nil {
+			return LeaseResult{}, err
+		}
+		res.Lease = &l
+	}
+	if event != "" {
+		res.Revision, _ = decision.RedisToken(w.k.Namespace(), epoch, event)
+	} else if res.Revision, err = w.Revision(ctx); err != nil {
+		return LeaseResult{}, err
+	}
+	return res, nil
+}
+
+// ActiveLeases lists a license's leases that have not expired by Redis's
+// clock, by expiry.
+func (w *Writer) ActiveLeases(ctx context.Context, tenant, license string) ([]Lease, error) {
+	now, err := w.c.Time(ctx).Result()
+	if err != nil {
+		return nil, err
+	}
+	ids, err := w.c.ZRangeByScore(ctx, w.k.LeaseExpiries(tenant, license), &redis.ZRangeBy{
+		Min: "(" + strconv.FormatInt(now.UnixMilli(), 10), Max: "+inf"}).Result()
+	if err != nil || len(ids) == 0 {
+		return nil, err
+	}
+	raws, err := w.c.HMGet(ctx, w.k.Leases(tenant), ids...).Result()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Lease, 0, len(raws))
+	for _, r := range raws {
+		if s, ok := r.(string); ok {
+			if l, err := ParseLease([]byte(s)); err == nil {
+				out = append(out, l)
+			}
+		}
+	}
+	return out, nil
+}
+
+// refusedScript names why Redis refused a script (OOM, READONLY, NOSCRIPT…).
+func refusedScript(err error) error {
+	var re redis.Error
+	if errors.As(err, &re) {
+		return fmt.Errorf("redis refused the lease operation: %w", err)
+	}
+	return err
+}
