@@ -26,6 +26,9 @@ func (s *Snapshot) WithEdits(rev uint64, edits map[string][]Edit) *Snapshot {
 		t := old.withEdits(rev, es)
 		if t == nil {
 			t = buildTenant(nil, id, applyEdits(old, es), rev)
+			if old != nil {
+				t.leases = old.leases
+			}
 		}
 		if len(t.Licenses)+len(t.seats)+len(t.grants)+len(t.Groups) == 0 {
 			t = nil

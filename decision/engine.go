@@ -480,6 +480,8 @@ func decideSeat(t *Tenant, pol Policy, req *Request, at Instant) (Outcome, Grant
 	}
 	var g Grant
 	switch {
+	case best.Reason == SeatLeased && bestC.lease != nil:
+		g = Grant{ID: bestC.lease.ID}
 	case best.Reason == SeatAssignedViaGroup && bestC.group != nil:
 		g = Grant{ID: bestC.group.id, ViaGroup: bestC.groupID}
 	case bestC.direct != nil:

@@ -21,6 +21,8 @@ const (
 	AssignmentInactive
 	NoAssignment
 	SeatLimitExceeded
+	SeatLeased
+	NotCheckedOut
 	// Entitlement reasons.
 	Entitled
 	EntitledViaGroup
@@ -37,7 +39,7 @@ var reasonNames = [numReasons]string{
 	"", "license_not_found", "license_suspended", "license_revoked", "license_not_yet_valid",
 	"license_expired", "assignment_denied", "seat_assigned", "seat_assigned_via_group",
 	"assignment_expired", "assignment_not_yet_valid", "assignment_inactive", "no_assignment",
-	"seat_limit_exceeded", "entitled", "entitled_via_group", "entitlement_pending_approval", "entitlement_expired",
+	"seat_limit_exceeded", "seat_leased", "not_checked_out", "entitled", "entitled_via_group", "entitlement_pending_approval", "entitlement_expired",
 	"entitlement_inactive", "not_entitled", "no_route",
 }
 
@@ -54,7 +56,7 @@ func ParseReason(s string) (Reason, bool) {
 }
 
 // SeatReason reports whether r belongs to the seat check's reasons.
-func (r Reason) Seat() bool { return r >= LicenseNotFound && r <= SeatLimitExceeded }
+func (r Reason) Seat() bool { return r >= LicenseNotFound && r <= NotCheckedOut }
 
 // EntitlementReason reports whether r belongs to the entitlement check's reasons.
 func (r Reason) Entitlement() bool { return r >= Entitled && r <= NotEntitled }
@@ -77,10 +79,13 @@ const (
 	ValidityExpired     = 2
 )
 
-// SeatFacts is everything the seat policy may look at, packed in twelve
+// SeatFacts is everything the seat policy may look at, packed in fifteen
 // bits: the license's state (bits 0–1) and validity (bits 2–3), which kinds
-// of assignment S and its groups hold (bits 4–9), and where S ranks on a
-// license with a seat limit (bits 10–11: within the overage, or past it).
+// of assignment S and its groups hold (bits 4–9), where S ranks on a named
+// license with a seat limit (bits 10–11: within the overage, or past it),
+// and for a floating license (bit 14) whether S holds a lease (bit 12) or
+// may check one out (bit 13). On a floating license SeatDirect and
+// SeatViaGroup count reserved assignments only.
 // Decisions are memoized per policy revision over this small domain.
 type SeatFacts uint16
 
@@ -95,10 +100,30 @@ const (
 	SeatOverLimit
 	// SeatBeyondLimit: S ranks past seat_limit + seat_overage.
 	SeatBeyondLimit
+	// SeatHasLease: S holds a live lease of the floating license.
+	SeatHasLease
+	// SeatMayCheckOut: a live dynamic assignment of the floating license
+	// reaches S.
+	SeatMayCheckOut
+	// SeatFloating: the license is floating.
+	SeatFloating
 )
 
 // NumSeatFacts bounds SeatFacts values.
-const NumSeatFacts = 1 << 12
+const NumSeatFacts = 1 << 15
+
+// Possible reports whether the facts can arise: the seat limit's two
+// bits exclude each other and apply to named licenses only; lease facts
+// only to floating ones.
+func (f SeatFacts) Possible() bool {
+	switch {
+	case f.Validity() > ValidityExpired, f.Has(SeatOverLimit | SeatBeyondLimit):
+		return false
+	case f.Has(SeatFloating):
+		return f&(SeatOverLimit|SeatBeyondLimit) == 0
+	}
+	return f&(SeatHasLease|SeatMayCheckOut) == 0
+}
 
 // MakeSeatFacts packs a license state and validity with assignment flags.
 func MakeSeatFacts(state, validity int, flags SeatFacts) SeatFacts {
@@ -177,6 +202,7 @@ type seatCandidate struct {
 	direct  *seat
 	group   *seat
 	groupID string
+	lease   *Lease
 	win     window
 	license *License
 }
@@ -200,6 +226,10 @@ func (t *Tenant) seatFacts(l *License, s Principal, scope string, at Instant) se
 		validity = ValidityExpired
 	}
 	var flags SeatFacts
+	floating := l.Type == Floating
+	if floating {
+		flags |= SeatFloating
+	}
 	lic, scopeRef := t.refIdx[l.ID], t.scopeRef(scope)
 	scan := func(p *principal, viaGroup bool) {
 		for _, i := range t.seatIdx[p.s0:p.s1] {
@@ -221,6 +251,8 @@ func (t *Tenant) seatFacts(l *License, s Principal, scope string, at Instant) se
 				if live {
 					flags |= SeatDenied
 				}
+			case live && floating && a.res == Dynamic:
+				flags |= SeatMayCheckOut // a lease, not the assignment, holds the seat
 			case live && !viaGroup:
 				flags |= SeatDirect
 				if c.direct == nil {
@@ -245,7 +277,15 @@ func (t *Tenant) seatFacts(l *License, s Principal, scope string, at Instant) se
 		}
 	}
 	t.eachHolder(s, scan)
-	if l.SeatLimit >= 0 && s.Type != GroupPrincipal && flags&(SeatDirect|SeatViaGroup) != 0 && flags&SeatDenied == 0 {
+	if floating && s.Type != GroupPrincipal {
+		held, win := t.lease(l.ID, s.ID, at)
+		c.win.intersect(win)
+		if held != nil {
+			flags |= SeatHasLease
+			c.lease = held
+		}
+	}
+	if !floating && l.SeatLimit >= 0 && s.Type != GroupPrincipal && flags&(SeatDirect|SeatViaGroup) != 0 && flags&SeatDenied == 0 {
 		pos, win, ok := t.rankOf(lic, scope, scopeRef, t.lookup(s), at)
 		c.win.intersect(win)
 		switch {

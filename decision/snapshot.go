@@ -101,6 +101,9 @@ type Tenant struct {
 	grants []grant // by id
 	// ranks memoizes the rankings of licenses with a seat limit.
 	ranks *rankMemo
+	// leases are the floating seats held; a rebuild of the tenant's
+	// records keeps them.
+	leases *tenantLeases
 
 	Licenses []*License
 	Groups   []*Group
@@ -246,6 +249,9 @@ func (s *Snapshot) WithTenants(rev uint64, docs map[string]*Document) *Snapshot 
 			// No interning: the records of a rebuilt tenant mostly come
 			// from the previous snapshot and already share their strings.
 			t = buildTenant(nil, id, d, rev)
+			if old := s.Tenant(id); old != nil {
+				t.leases = old.leases
+			}
 		}
 		e.set(id, t)
 	}

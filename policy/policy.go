@@ -128,7 +128,7 @@ func compile(ctx context.Context, srcs map[string]string, digest string, rev uin
 	}
 	for f := range decision.NumSeatFacts {
 		facts := decision.SeatFacts(f)
-		if facts.Validity() > decision.ValidityExpired || facts.Has(decision.SeatOverLimit|decision.SeatBeyondLimit) {
+		if !facts.Possible() {
 			continue
 		}
 		o, err := evalOutcome(ctx, seat, SeatQuery, seatInput(facts))
@@ -207,6 +207,10 @@ func SeatInput(f decision.SeatFacts) map[string]any {
 	if f.LicenseState() != decision.LicStateAbsent {
 		lic["status"] = licenseStates[f.LicenseState()]
 		lic["validity"] = validities[f.Validity()]
+		lic["type"] = "named"
+		if f.Has(decision.SeatFloating) {
+			lic["type"] = "floating"
+		}
 	}
 	return map[string]any{
 		"license": lic,
@@ -217,10 +221,12 @@ func SeatInput(f decision.SeatFacts) map[string]any {
 			"expired":       f.Has(decision.SeatExpired),
 			"not_yet_valid": f.Has(decision.SeatNotYetValid),
 			"inactive":      f.Has(decision.SeatInactive),
+			"may_check_out": f.Has(decision.SeatMayCheckOut),
 		},
 		"seats": map[string]any{
 			"over_limit":   f.Has(decision.SeatOverLimit),
 			"beyond_limit": f.Has(decision.SeatBeyondLimit),
+			"leased":       f.Has(decision.SeatHasLease),
 		},
 	}
 }

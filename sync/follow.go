@@ -342,6 +342,7 @@ func (f *RedisFollower) roundTrip(ctx context.Context) ([]redis.XStream, string,
 // apply turns one XREAD batch into one new snapshot.
 func (f *RedisFollower) apply(ctx context.Context, streams []redis.XStream) error {
 	edits := map[string][]decision.Edit{}
+	leases := map[string][]decision.LeaseChange{}
 	reread := map[string]bool{}
 	pos := f.at.ID
 	var lastAt int64
@@ -359,9 +360,18 @@ func (f *RedisFollower) apply(ctx context.Context, streams []redis.XStream) erro
 			switch op := str(FieldOp); op {
 			case OpTenant:
 				reread[tenant] = true
-			case OpLease, OpLeaseEnd:
-				// Floating-seat changes: not yet part of the decisions
-				// (leases are counted in Redis only).
+			case OpLease:
+				l, err := ParseLease([]byte(str(FieldLease)))
+				if err == nil && l.TenantID != tenant {
+					err = fmt.Errorf("lease names tenant %q, the event tenant %q", l.TenantID, tenant)
+				}
+				if err != nil {
+					bad = append(bad, fmt.Errorf("event %s: %w", m.ID, err))
+					continue
+				}
+				leases[tenant] = append(leases[tenant], decision.LeaseChange{Lease: l.Snapshot()})
+			case OpLeaseEnd:
+				leases[tenant] = append(leases[tenant], decision.LeaseChange{End: id})
 			case OpPut, OpDelete:
 				kind, err := decision.ParseKind(str(FieldKind))
 				if err != nil {
@@ -410,10 +420,13 @@ func (f *RedisFollower) apply(ctx context.Context, streams []redis.XStream) erro
 		snap = snap.WithTenants(f.rev, docs)
 	}
 	f.reportBad(bad)
-	if len(edits) > 0 || snap == f.cur {
+	if len(edits) > 0 || snap == f.cur && len(leases) == 0 {
 		// Even a batch that changes nothing moves the position, and so the
 		// revision token: a new snapshot (sharing every tenant) carries it.
 		snap = snap.WithEdits(f.rev, edits)
+	}
+	if len(leases) > 0 {
+		snap = snap.WithLeases(f.rev, leases)
 	}
 	f.cur = snap
 	f.at.ID, f.at.Anchored = pos, true

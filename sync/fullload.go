@@ -95,10 +95,20 @@ func (f *RedisFollower) fullLoad(ctx context.Context, reason string) error {
 	if fetchErr != nil {
 		return fetchErr // nothing applied
 	}
+	// Leases read after the records may be newer than the position: the
+	// events replayed from it then put or end them again, to the same end.
+	leases, badLeases, err := readLeases(ctx, c, f.k, tenants)
+	if err != nil {
+		return fmt.Errorf("load: %w", err)
+	}
+	bad = append(bad, badLeases...)
 	slices.SortFunc(bad, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
 	f.reportBad(bad)
 	f.rev = rev
 	snap := decision.SnapshotOf(rev, built)
+	if len(leases) > 0 {
+		snap = snap.WithLeases(rev, leases)
+	}
 	f.cur, f.at = snap, at
 	f.cfg.Fresh(time.Now())
 	f.publish(snap)

@@ -79,6 +79,41 @@ func ParseLease(raw []byte) (Lease, error) {
 		Duration: w.Duration, GrantedAt: time.UnixMilli(w.GrantedMs).UTC(), ExpiresAt: time.UnixMilli(w.ExpiresMs).UTC()}, nil
 }
 
+// Snapshot is the lease as a snapshot keeps it.
+func (l Lease) Snapshot() decision.Lease {
+	return decision.Lease{ID: l.ID, LicenseID: l.LicenseID, Subject: l.Subject, ClientID: l.ClientID,
+		GrantedAt: decision.InstantOf(l.GrantedAt), ExpiresAt: decision.InstantOf(l.ExpiresAt)}
+}
+
+// readLeases reads the listed tenants' leases; unreadable ones are left
+// out and reported.
+func readLeases(ctx context.Context, c redis.UniversalClient, k Keys, tenants []string) (map[string][]decision.LeaseChange, []error, error) {
+	pipe := c.Pipeline()
+	cmds := make([]*redis.MapStringStringCmd, len(tenants))
+	for i, t := range tenants {
+		cmds[i] = pipe.HGetAll(ctx, k.Leases(t))
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, nil, fmt.Errorf("read leases: %w", err)
+	}
+	out := map[string][]decision.LeaseChange{}
+	var bad []error
+	for i, t := range tenants {
+		for id, raw := range cmds[i].Val() {
+			l, err := ParseLease([]byte(raw))
+			if err == nil && (l.ID != id || l.TenantID != t) {
+				err = fmt.Errorf("lease stored under tenant %q id %q names tenant %q id %q", t, id, l.TenantID, l.ID)
+			}
+			if err != nil {
+				bad = append(bad, fmt.Errorf("key %s field %q: %w", k.Leases(t), id, err))
+				continue
+			}
+			out[t] = append(out[t], decision.LeaseChange{Lease: l.Snapshot()})
+		}
+	}
+	return out, bad, nil
+}
+
 // Lease operation results.
 const (
 	LeaseGranted         = "granted"

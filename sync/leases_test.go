@@ -228,3 +228,46 @@ func checkLeaseLog(t *testing.T, c redis.UniversalClient, stream, tenant string,
 	}
 	return grants
 }
+
+// A follower knows every live lease: those it finds at its load and those
+// the change stream brings after.
+func TestFollowerKnowsLeases(t *testing.T) {
+	c, ns, url := testRedis(t)
+	w := newWriter(t, c, ns)
+	ctx := context.Background()
+	if _, err := w.Load(ctx, parse(t, floatingState), false); err != nil {
+		t.Fatal(err)
+	}
+	first, err := w.Checkout(ctx, "t", "fl", "u1", "", 0)
+	if err != nil || first.Status != statesync.LeaseGranted {
+		t.Fatalf("checkout = %+v, %v", first, err)
+	}
+	fl := startFollower(t, url, ns, "")
+	leases := func() map[string]string {
+		out := map[string]string{}
+		if s := fl.snap.Load(); s != nil && s.Tenant("t") != nil {
+			for _, l := range s.Tenant("t").Leases("fl") {
+				out[l.ID] = l.Subject
+			}
+		}
+		return out
+	}
+	waitFor(t, "the lease found at the load", 5*time.Second, func() bool { return leases()[first.Lease.ID] == "u1" })
+	second, err := w.Checkout(ctx, "t", "fl", "u2", "", 0)
+	if err != nil || second.Status != statesync.LeaseGranted {
+		t.Fatalf("checkout = %+v, %v", second, err)
+	}
+	waitFor(t, "the lease from the stream", 5*time.Second, func() bool { return leases()[second.Lease.ID] == "u2" })
+	if _, err := w.Release(ctx, "t", first.Lease.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the release", 5*time.Second, func() bool { _, held := leases()[first.Lease.ID]; return !held && len(leases()) == 1 })
+	if got := fl.metric("usher_sync_invalid_records_total"); got != 0 {
+		t.Errorf("usher_sync_invalid_records_total = %v: lease events counted as invalid", got)
+	}
+	// The revision a lease operation returns is one the follower reaches.
+	tok := fl.snap.Load().Token()
+	if tok.Ms < second.Revision.Ms {
+		t.Errorf("follower at %s, behind the checkout's %s", tok, second.Revision)
+	}
+}

@@ -55,7 +55,7 @@ func Data(s *decision.Snapshot, implies map[string][]string) map[string]any {
 			if l.Deleted {
 				continue
 			}
-			m := map[string]any{"status": l.Status.String(), "name": l.Name}
+			m := map[string]any{"status": l.Status.String(), "name": l.Name, "floating": l.Type == decision.Floating}
 			times(m, l.ValidFrom, l.ExpiresAt)
 			app(m, l.AppID)
 			licenses[l.ID] = m

@@ -94,9 +94,16 @@ seat_for(lid) := deny("license_suspended") if {
 	some x in grants[lid]
 	x.direct
 	live(x.a)
+	holds_seat(lid, x.a)
 } else := allow("seat_assigned_via_group") if {
 	some x in grants[lid]
 	live(x.a)
+	holds_seat(lid, x.a)
+} else := deny("not_checked_out") if {
+	tenant.licenses[lid].floating
+	some x in grants[lid]
+	live(x.a)
+	x.a.reservation == "dynamic"
 } else := deny("assignment_expired") if {
 	some x in grants[lid]
 	expired(x.a)
@@ -112,7 +119,14 @@ rank := {r: i | some i, r in [
 	"license_not_found", "license_suspended", "license_revoked", "license_not_yet_valid",
 	"license_expired", "assignment_denied", "seat_assigned", "seat_assigned_via_group",
 	"assignment_expired", "assignment_not_yet_valid", "assignment_inactive", "no_assignment",
+	"seat_limit_exceeded", "seat_leased", "not_checked_out",
 ]}
+
+# On a floating license a seat is held by a reserved assignment (or a
+# lease, which the peer's data has none of); a dynamic one may check out.
+holds_seat(lid, _) if not tenant.licenses[lid].floating
+
+holds_seat(_, a) if a.reservation == "reserved"
 
 seat_decisions := [seat_for(lid) | some lid in candidates]
 

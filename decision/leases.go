@@ -1,0 +1,116 @@
+package decision
+
+import "maps"
+
+// Lease is a held seat of a floating license (docs/semantics.md, floating
+// seats): it grants its subject the license over [GrantedAt, ExpiresAt).
+type Lease struct {
+	ID, LicenseID, Subject, ClientID string
+	GrantedAt, ExpiresAt             Instant
+}
+
+// LeaseChange puts a lease (granted or renewed: Lease set) or ends one
+// (End names it) in a tenant.
+type LeaseChange struct {
+	Lease Lease
+	End   string
+}
+
+type leaseKey struct{ license, subject string }
+
+// tenantLeases is a tenant's leases, immutable once in a snapshot.
+type tenantLeases struct {
+	by   map[leaseKey][]Lease
+	byID map[string]leaseKey
+}
+
+// WithLeases returns a copy of s at revision rev with each tenant's lease
+// changes applied in order. A changed tenant is a shallow copy with a new
+// revision (its cached decisions die with it); its records are shared.
+// Changes for a tenant the snapshot does not hold are dropped: a lease
+// needs its license.
+func (s *Snapshot) WithLeases(rev uint64, changes map[string][]LeaseChange) *Snapshot {
+	e := s.derive(rev)
+	for id, cs := range changes {
+		old := s.Tenant(id)
+		if old == nil {
+			continue
+		}
+		n := *old
+		n.Revision = rev
+		n.leases = old.leases.with(cs)
+		e.set(id, &n)
+	}
+	return e.s
+}
+
+func (l *tenantLeases) with(cs []LeaseChange) *tenantLeases {
+	n := &tenantLeases{by: map[leaseKey][]Lease{}, byID: map[string]leaseKey{}}
+	if l != nil {
+		n.by, n.byID = maps.Clone(l.by), maps.Clone(l.byID)
+	}
+	drop := func(id string) {
+		k, ok := n.byID[id]
+		if !ok {
+			return
+		}
+		delete(n.byID, id)
+		var keep []Lease
+		for _, x := range n.by[k] {
+			if x.ID != id {
+				keep = append(keep, x)
+			}
+		}
+		if len(keep) == 0 {
+			delete(n.by, k)
+		} else {
+			n.by[k] = keep
+		}
+	}
+	for _, c := range cs {
+		if c.End != "" {
+			drop(c.End)
+			continue
+		}
+		drop(c.Lease.ID) // a renewal replaces the lease
+		k := leaseKey{c.Lease.LicenseID, c.Lease.Subject}
+		n.by[k] = append(n.by[k], c.Lease)
+		n.byID[c.Lease.ID] = k
+	}
+	return n
+}
+
+// lease returns a lease of the license held by subject at at, and the
+// window over which the subject's leases of it give the same answer.
+func (t *Tenant) lease(license, subject string, at Instant) (*Lease, window) {
+	win := always
+	if t.leases == nil {
+		return nil, win
+	}
+	var held *Lease
+	ls := t.leases.by[leaseKey{license, subject}]
+	for i := range ls {
+		l := &ls[i]
+		win.bound(at, l.GrantedAt)
+		win.bound(at, l.ExpiresAt)
+		if held == nil && inEffect(l.GrantedAt, l.ExpiresAt, at) {
+			held = l
+		}
+	}
+	return held, win
+}
+
+// Leases lists the tenant's leases of a license (in no order), live or
+// not: the caller compares ExpiresAt with its clock.
+func (t *Tenant) Leases(license string) []Lease {
+	if t == nil || t.leases == nil {
+		return nil
+	}
+	var out []Lease
+	for k, ls := range t.leases.by {
+		if k.license == license {
+			out = append(out, ls...)
+		}
+	}
+	return out
+}
