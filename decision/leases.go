@@ -114,3 +114,105 @@ func (t *Tenant) Leases(license string) []Lease {
 	}
 	return out
 }
+
+// VisibleLicense returns the license a seat check of license (an id, else
+// a name) would decide on in the app scope: the first visible one.
+func (t *Tenant) VisibleLicense(license, app string) *License {
+	if t == nil {
+		return nil
+	}
+	if l := t.licByID[license]; l != nil && !l.Deleted && visible(app, l.AppID) {
+		return l
+	}
+	for _, l := range t.licByName[license] {
+		if !l.Deleted && visible(app, l.AppID) {
+			return l
+		}
+	}
+	return nil
+}
+
+// FloatingInUse counts a floating license's pool as this snapshot knows
+// it at at: live leases plus reserved seats (persons an active, in-effect
+// reserved assignment reaches, not denied). Redis's count decides grants;
+// this is what answers that do not go to Redis report.
+func (t *Tenant) FloatingInUse(licenseID string, at Instant) int64 {
+	if t == nil {
+		return 0
+	}
+	var n int64
+	for _, l := range t.Leases(licenseID) {
+		if inEffect(l.GrantedAt, l.ExpiresAt, at) {
+			n++
+		}
+	}
+	lic, ok := t.refIdx[licenseID]
+	if !ok {
+		return n
+	}
+	held, denied := map[int32]bool{}, map[int32]bool{}
+	var buf []int32
+	for _, si := range t.licSeats {
+		a := &t.seats[si]
+		if a.lic != lic || a.status != StatusActive || !inEffect(a.validFrom, a.expiresAt, at) || a.res == Dynamic {
+			continue
+		}
+		into := held
+		if a.res == Denied {
+			into = denied
+		}
+		buf = t.personsOf(a.assignee, buf[:0])
+		for _, p := range buf {
+			into[p] = true
+		}
+	}
+	for p := range held {
+		if !denied[p] {
+			n++
+		}
+	}
+	return n
+}
+
+// LiveLeases counts the leases live at at in every tenant.
+func (s *Snapshot) LiveLeases(at Instant) int {
+	n := 0
+	for _, shard := range s.shards {
+		for _, t := range shard {
+			if t.leases == nil {
+				continue
+			}
+			for _, ls := range t.leases.by {
+				for _, l := range ls {
+					if inEffect(l.GrantedAt, l.ExpiresAt, at) {
+						n++
+					}
+				}
+			}
+		}
+	}
+	return n
+}
+
+// ExpiredLeases lists the (tenant, license) pairs holding leases that
+// ended by at: what a reaper asks Redis to end with events.
+func (s *Snapshot) ExpiredLeases(at Instant) [][2]string {
+	seen := map[[2]string]bool{}
+	var out [][2]string
+	for _, shard := range s.shards {
+		for id, t := range shard {
+			if t.leases == nil {
+				continue
+			}
+			for k, ls := range t.leases.by {
+				for _, l := range ls {
+					if key := [2]string{id, k.license}; l.ExpiresAt <= at && !seen[key] {
+						seen[key] = true
+						out = append(out, key)
+					}
+				}
+			}
+		}
+	}
+	return out
+}

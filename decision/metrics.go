@@ -31,13 +31,13 @@ type Metrics struct {
 }
 
 // RequestAPIs are the api label values of usher_requests_total.
-var RequestAPIs = [...]string{"evaluate", "batch", "compat", "ext_authz_http", "ext_authz_grpc", "health", "status", "metrics", "other"}
+var RequestAPIs = [...]string{"evaluate", "batch", "compat", "ext_authz_http", "ext_authz_grpc", "health", "status", "metrics", "leases", "other"}
 
 // AuthFronts are the front label values of usher_auth_failures_total.
 var AuthFronts = [...]string{"ext_authz_grpc", "ext_authz_http", "evaluate"}
 
 // statusCodes are the HTTP statuses Usher answers with; any other is "other".
-var statusCodes = [...]int{200, 400, 401, 403, 404, 405, 408, 413, 431, 500, 503}
+var statusCodes = [...]int{200, 400, 401, 403, 404, 405, 408, 409, 413, 431, 500, 503}
 
 // DurationBuckets start at a microsecond and double up to about a second.
 var DurationBuckets = prometheus.ExponentialBuckets(1e-6, 2, 21)
@@ -184,6 +184,7 @@ const (
 	ReqHealth
 	ReqStatus
 	ReqMetrics
+	ReqLeases
 	ReqOther
 )
 

@@ -76,6 +76,9 @@ type Config struct {
 	// was last known current) before checks answer 503 state_stale and
 	// readiness fails. Zero keeps serving the last state however old.
 	MaxStaleness time.Duration
+	// Leases takes floating seats in Redis (/v1/leases/…); nil answers
+	// 503 redis_unavailable there (the sidecar follows no Redis).
+	Leases LeaseStore
 }
 
 // Validate reports every problem of the configuration.
@@ -219,6 +222,16 @@ func (s *Server) route(ctx *fasthttp.RequestCtx) int {
 			s.status(ctx)
 		}
 		return decision.ReqStatus
+	case "/v1/leases/checkout", "/v1/leases/heartbeat", "/v1/leases/release":
+		if s.method(ctx, fasthttp.MethodPost) {
+			s.leaseOp(ctx, strings.TrimPrefix(string(path), "/v1/leases/"))
+		}
+		return decision.ReqLeases
+	case "/v1/leases":
+		if s.method(ctx, fasthttp.MethodGet) {
+			s.listLeases(ctx)
+		}
+		return decision.ReqLeases
 	case "/metrics":
 		if s.metrics != nil && s.method(ctx, fasthttp.MethodGet) {
 			s.metrics(ctx)

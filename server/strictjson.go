@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"strconv"
+
+	"github.com/usher-authz/usher/decision"
 )
 
 // strictReader reads request bodies the way a gateway that validates them
@@ -157,4 +160,24 @@ func (r *strictReader) syntax(_ string, err error) error {
 		return &RequestError{whole(r.prefix), "not valid JSON: unexpected end of JSON input"}
 	}
 	return &RequestError{whole(r.prefix), "not valid JSON: " + err.Error()}
+}
+
+// integer reads a whole number (or null, which leaves dst as it is).
+func (r *strictReader) integer(field string, dst *int64) error {
+	tok, err := r.dec.Token()
+	if err != nil {
+		return r.syntax(field, err)
+	}
+	switch v := tok.(type) {
+	case json.Number:
+		n, err := strconv.ParseInt(string(v), 10, 64)
+		if err != nil {
+			return &RequestError{field, "must be a whole number, got " + decision.Short(string(v))}
+		}
+		*dst = n
+		return nil
+	case nil:
+		return nil
+	}
+	return r.typeError(field, tok, "a whole number")
 }

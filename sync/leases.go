@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/usher-authz/usher/decision"
@@ -285,4 +286,98 @@ func refusedScript(err error) error {
 		return fmt.Errorf("redis refused the lease operation: %w", err)
 	}
 	return err
+}
+
+// LeaseService is the sidecar's lease operations: the writer's, timed and
+// counted (usher_lease_operations_total, usher_lease_operation_duration_seconds),
+// and a reaper.
+type LeaseService struct {
+	w        *Writer
+	ops      *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+}
+
+// LeaseOps and LeaseOpResults are the label values of the lease metrics.
+var (
+	LeaseOps       = []string{"checkout", "heartbeat", "release", "reap"}
+	LeaseOpResults = []string{LeaseGranted, LeaseRenewed, LeaseReleased, LeaseNotHeld, LeaseNotFound, LeaseExpired,
+		LeaseNoSeatAvailable, LeaseNotFloating, LeaseNoLicense, LeaseReaped, "error"}
+)
+
+// NewLeaseService wraps w; reg receives the metrics (nil: none).
+func NewLeaseService(w *Writer, reg prometheus.Registerer) *LeaseService {
+	s := &LeaseService{w: w,
+		ops: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "usher_lease_operations_total",
+			Help: "Lease operations on Redis, by operation and result (error: Redis did not answer)."}, []string{"op", "result"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "usher_lease_operation_duration_seconds",
+			Help: "Round trip of a lease operation to Redis.", Buckets: decision.DurationBuckets}, []string{"op"}),
+	}
+	for _, op := range LeaseOps {
+		s.duration.WithLabelValues(op)
+		for _, r := range LeaseOpResults {
+			s.ops.WithLabelValues(op, r)
+		}
+	}
+	if reg != nil {
+		reg.MustRegister(s.ops, s.duration)
+	}
+	return s
+}
+
+func (s *LeaseService) observe(op string, start time.Time, res LeaseResult, err error) (LeaseResult, error) {
+	s.duration.WithLabelValues(op).Observe(time.Since(start).Seconds())
+	result := res.Status
+	if err != nil {
+		result = "error"
+	}
+	s.ops.WithLabelValues(op, result).Inc()
+	return res, err
+}
+
+// Checkout is Writer.Checkout, counted.
+func (s *LeaseService) Checkout(ctx context.Context, tenant, license, subject, client string, d time.Duration) (LeaseResult, error) {
+	start := time.Now()
+	res, err := s.w.Checkout(ctx, tenant, license, subject, client, d)
+	return s.observe("checkout", start, res, err)
+}
+
+// Heartbeat is Writer.Heartbeat, counted.
+func (s *LeaseService) Heartbeat(ctx context.Context, tenant, leaseID string) (LeaseResult, error) {
+	start := time.Now()
+	res, err := s.w.Heartbeat(ctx, tenant, leaseID)
+	return s.observe("heartbeat", start, res, err)
+}
+
+// Release is Writer.Release, counted.
+func (s *LeaseService) Release(ctx context.Context, tenant, leaseID string) (LeaseResult, error) {
+	start := time.Now()
+	res, err := s.w.Release(ctx, tenant, leaseID)
+	return s.observe("release", start, res, err)
+}
+
+// RunReaper asks Redis, every interval until ctx ends, to end the leases
+// that snapshot() shows expired, so their lease_end events are written
+// even when nobody touches the license. Several sidecars may reap at once:
+// each end is written once.
+func (s *LeaseService) RunReaper(ctx context.Context, snapshot func() *decision.Snapshot, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		snap := snapshot()
+		if snap == nil {
+			continue
+		}
+		for _, tl := range snap.ExpiredLeases(decision.InstantOf(time.Now())) {
+			rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			start := time.Now()
+			res, err := s.w.Reap(rctx, tl[0], tl[1])
+			cancel()
+			s.observe("reap", start, res, err)
+		}
+	}
 }

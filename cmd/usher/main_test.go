@@ -152,10 +152,11 @@ func (p *proc) status(t *testing.T) map[string]any {
 	return out
 }
 
-// eventually polls f for up to 3 seconds.
+// eventually polls f for up to 10 seconds (a bound for a loaded machine;
+// a condition that holds returns at once).
 func eventually(t *testing.T, what string, f func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(3 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		if f() {
 			return

@@ -164,10 +164,21 @@ func serve(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	srv, err := server.New(server.Config{
+	scfg := server.Config{
 		Addr: f.httpAddr, MaxBodyBytes: f.maxBody, MaxHeaderBytes: f.maxHeader, Engine: engine, Gatherer: reg, Logger: log, MaxStaleness: f.maxStaleness,
 		Authorizer: authorizer, Verifier: verifier, EvaluateAuth: f.evaluateAuth, Info: src.info(reloader),
-	})
+	}
+	if src.leases != nil {
+		scfg.Leases = src.leases
+	}
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "usher_leases_active",
+		Help: "Live leases of floating seats in the state served."}, func() float64 {
+		if s := engine.Snapshot(); s != nil {
+			return float64(s.LiveLeases(decision.InstantOf(time.Now())))
+		}
+		return 0
+	}))
+	srv, err := server.New(scfg)
 	if err != nil {
 		return usagef("%v", err)
 	}
@@ -344,9 +355,10 @@ func startMesh(ctx context.Context, wg *sync.WaitGroup, f *serveFlags, engine *d
 
 // stateSource is where the state comes from: Redis, a file, or the demo.
 type stateSource struct {
-	name  string // redis, file or demo
-	file  *statesync.FileFollower
-	redis *statesync.RedisFollower
+	name   string // redis, file or demo
+	file   *statesync.FileFollower
+	redis  *statesync.RedisFollower
+	leases *statesync.LeaseService // Redis only
 }
 
 // startSource starts following Redis, prepares the file follower (loaded
@@ -367,8 +379,16 @@ func startSource(ctx context.Context, wg *sync.WaitGroup, f *serveFlags, engine 
 			client.Close()
 			return nil, usageError{err}
 		}
-		wg.Go(func() { rf.Run(ctx); client.Close() })
-		return &stateSource{name: "redis", redis: rf}, nil
+		w, err := statesync.NewWriter(statesync.WriterConfig{Client: client, Namespace: f.namespace})
+		if err != nil {
+			client.Close()
+			return nil, usageError{err}
+		}
+		leases := statesync.NewLeaseService(w, reg)
+		done := make(chan struct{})
+		wg.Go(func() { leases.RunReaper(ctx, engine.Snapshot, 5*time.Second); close(done) })
+		wg.Go(func() { rf.Run(ctx); <-done; client.Close() })
+		return &stateSource{name: "redis", redis: rf, leases: leases}, nil
 	case f.state != "":
 		ff, err := statesync.NewFileFollower(statesync.FileConfig{
 			Path: f.state, Publish: engine.SetSnapshot, Fresh: engine.MarkFresh, Logger: log, Registerer: reg,

@@ -1,0 +1,135 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/usher-authz/usher/decision"
+)
+
+const floatingState = `{"licenses": [
+	{"id": "fl", "tenant_id": "t1", "name": "cad", "type": "floating", "seat_limit": 1, "lease_duration_s": 60},
+	{"id": "nm", "tenant_id": "t1", "name": "named"}],
+ "assignments": [
+	{"id": "d1", "tenant_id": "t1", "license_id": "fl", "assignee_id": "u1", "reservation": "dynamic"},
+	{"id": "d2", "tenant_id": "t1", "license_id": "fl", "assignee_id": "u2", "reservation": "dynamic"},
+	{"id": "x3", "tenant_id": "t1", "license_id": "fl", "assignee_id": "u3", "reservation": "denied"}]}`
+
+// The lease endpoints of a sidecar following Redis: checkout, evaluate
+// from memory, heartbeat, release, the operators' list, and every refusal.
+func TestServeLeases(t *testing.T) {
+	url, ns, w := redisNamespace(t, 0)
+	doc, err := decision.DecodeDocument(strings.NewReader(floatingState))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Load(context.Background(), doc, false); err != nil {
+		t.Fatal(err)
+	}
+	p := startServe(t, []string{"USHER_REDIS_URL=" + url, "USHER_NAMESPACE=" + ns})
+	checkout := func(subject string) (int, map[string]any) {
+		code, _, got := p.post(t, "/v1/leases/checkout", fmt.Sprintf(`{"tenant_id": "t1", "subject": {"id": %q}, "seat": {"license": "cad"}}`, subject))
+		return code, got
+	}
+	seat := func(subject, rev string) map[string]any {
+		_, _, got := p.post(t, "/v1/evaluate", fmt.Sprintf(`{"tenant_id": "t1", "subject": {"id": %q}, "seat": {"license": "cad"}, "min_revision": %q}`, subject, rev))
+		return got
+	}
+	if got := seat("u1", ""); got["reason"] != "not_checked_out" {
+		t.Fatalf("before any checkout: %v", got)
+	}
+	code, got := checkout("u1")
+	lease, _ := got["lease"].(map[string]any)
+	seats, _ := got["seats"].(map[string]any)
+	if code != 200 || got["granted"] != true || lease["license_id"] != "fl" || lease["subject"] != "u1" || seats["limit"] != 1.0 || seats["in_use"] != 1.0 {
+		t.Fatalf("checkout u1 = %d %v", code, got)
+	}
+	id, rev := lease["id"].(string), got["revision"].(string)
+	if got := seat("u1", rev); got["reason"] != "seat_leased" || got["grant"].(map[string]any)["id"] != id {
+		t.Errorf("evaluate at the checkout's revision = %v, want seat_leased with the lease", got)
+	}
+	if code, got := checkout("u1"); code != 200 || got["granted"] != true || got["lease"].(map[string]any)["id"] != id {
+		t.Errorf("a retried checkout = %d %v, want the same lease", code, got)
+	}
+	if code, got := checkout("u2"); code != 200 || got["granted"] != false || got["reason"] != "no_seat_available" {
+		t.Errorf("checkout past the limit = %d %v", code, got)
+	}
+	if code, got := checkout("u3"); code != 200 || got["granted"] != false || got["reason"] != "assignment_denied" {
+		t.Errorf("checkout by a denied person = %d %v", code, got)
+	}
+	if code, got := checkout("nobody"); code != 200 || got["granted"] != false || got["reason"] != "no_assignment" {
+		t.Errorf("checkout without an assignment = %d %v", code, got)
+	}
+	code, _, got = p.post(t, "/v1/leases/heartbeat", fmt.Sprintf(`{"tenant_id": "t1", "lease_id": %q}`, id))
+	if l, _ := got["lease"].(map[string]any); code != 200 || l["id"] != id || got["revision"] == nil {
+		t.Errorf("heartbeat = %d %v", code, got)
+	}
+	eventually(t, "the operators' list", func() bool {
+		r, err := http.Get(p.base + "/v1/leases?tenant_id=t1&license=cad")
+		if err != nil {
+			return false
+		}
+		defer r.Body.Close()
+		b, _ := io.ReadAll(r.Body)
+		return r.StatusCode == 200 && strings.Contains(string(b), `"id":"`+id+`","subject":"u1"`)
+	})
+	code, _, got = p.post(t, "/v1/leases/release", fmt.Sprintf(`{"tenant_id": "t1", "lease_id": %q}`, id))
+	if code != 200 || got["released"] != true {
+		t.Errorf("release = %d %v", code, got)
+	}
+	rel := got["revision"].(string)
+	if got := seat("u1", rel); got["reason"] != "not_checked_out" {
+		t.Errorf("evaluate after the release = %v", got)
+	}
+	if code, got := checkout("u2"); code != 200 || got["granted"] != true {
+		t.Errorf("the freed seat = %d %v", code, got)
+	}
+	for _, tc := range []struct {
+		path, body string
+		code       int
+		errCode    string
+		msg        string
+	}{
+		{"/v1/leases/release", fmt.Sprintf(`{"tenant_id": "t1", "lease_id": %q}`, id), 200, "", ""},
+		{"/v1/leases/heartbeat", `{"tenant_id": "t1", "lease_id": "lease_nope"}`, 404, "lease_not_found", "no such lease"},
+		{"/v1/leases/heartbeat", fmt.Sprintf(`{"tenant_id": "other", "lease_id": %q}`, id), 404, "lease_not_found", "no such lease"},
+		{"/v1/leases/checkout", `{"tenant_id": "t1", "subject": {"id": "u1"}, "seat": {"license": "named"}}`, 400, "invalid_request", `seat.license: "named" is a named license`},
+		{"/v1/leases/checkout", `{"tenant_id": "t1", "subject": {"id": "u1"}, "seat": {"license": "cad"}, "duration_s": -5}`, 400, "invalid_request", "duration_s: must be from 1 to 86400 seconds"},
+		{"/v1/leases/checkout", `{"tenant_id": "t1", "subject": {"id": "u1"}, "seat": {"license": "cad"}, "duration_s": 1.5}`, 400, "invalid_request", "duration_s: must be a whole number"},
+		{"/v1/leases/checkout", `{"tenant_id": "t1", "seat": {"license": "cad"}}`, 400, "invalid_request", "subject.id: is required"},
+		{"/v1/leases/checkout", `{"tenant_id": "t1", "subject": {"id": "g", "type": "group"}, "seat": {"license": "cad"}}`, 400, "invalid_request", "subject.type: must be person"},
+		{"/v1/leases/checkout", `{"subject": {"id": "u1"}}`, 400, "invalid_request", "tenant_id: is required"},
+		{"/v1/leases/heartbeat", `{"tenant_id": "t1"}`, 400, "invalid_request", "lease_id: is required"},
+		{"/v1/leases/release", `[1]`, 400, "invalid_request", "must be a JSON object"},
+	} {
+		code, _, got := p.post(t, tc.path, tc.body)
+		if tc.code == 200 {
+			if code != 200 || got["released"] != false {
+				t.Errorf("%s %s = %d %v, want released false", tc.path, tc.body, code, got)
+			}
+			continue
+		}
+		e, _ := got["error"].(map[string]any)
+		if msg, _ := e["message"].(string); code != tc.code || e["code"] != tc.errCode || !strings.Contains(msg, tc.msg) {
+			t.Errorf("%s %s = %d %v; want %d %s containing %q", tc.path, tc.body, code, got, tc.code, tc.errCode, tc.msg)
+		}
+	}
+	metrics := p.metricsText(t)
+	for _, want := range []string{`usher_lease_operations_total{op="checkout",result="granted"} 2`, `usher_lease_operations_total{op="checkout",result="no_seat_available"} 1`,
+		`usher_lease_operations_total{op="release",result="released"} 1`, "usher_leases_active 1", `usher_requests_total{api="leases",code="404"} 2`} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+
+	// Without Redis, leases cannot be counted.
+	demo := startServe(t, nil)
+	if code, _, got := demo.post(t, "/v1/leases/checkout", `{"tenant_id": "acme", "subject": {"id": "u1"}, "seat": {"license": "editor"}}`); code != 503 ||
+		got["error"].(map[string]any)["code"] != "redis_unavailable" {
+		t.Errorf("checkout on the demo = %d %v, want 503 redis_unavailable", code, got)
+	}
+}
