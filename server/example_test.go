@@ -94,3 +94,76 @@ func exampleSidecar(state string) string {
 	go srv.Serve(ln)
 	return "http://" + ln.Addr().String()
 }
+
+// Lease is what /v1/leases/checkout and /heartbeat answer.
+type Lease struct {
+	Granted bool   `json:"granted"`
+	Reason  string `json:"reason"`
+	Lease   *struct {
+		ID        string    `json:"id"`
+		ExpiresAt time.Time `json:"expires_at"`
+	} `json:"lease"`
+	Error *struct{ Code, Message string } `json:"error"`
+}
+
+func leaseCall(ctx context.Context, base, op string, body any) (Lease, int, error) {
+	b, _ := json.Marshal(body)
+	req, _ := http.NewRequestWithContext(ctx, "POST", base+"/v1/leases/"+op, bytes.NewReader(b))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return Lease{}, 0, err
+	}
+	defer resp.Body.Close()
+	var l Lease
+	err = json.NewDecoder(resp.Body).Decode(&l)
+	return l, resp.StatusCode, err
+}
+
+// holdSeat checks out a floating seat for user, keeps it with heartbeats
+// at half its remaining time while work runs, and releases it after.
+func holdSeat(ctx context.Context, base, tenant, user, license string, work func(context.Context)) error {
+	checkout := map[string]any{"tenant_id": tenant, "subject": map[string]string{"id": user},
+		"seat": map[string]string{"license": license}, "client_id": "worker-1"}
+	l, _, err := leaseCall(ctx, base, "checkout", checkout)
+	if err != nil {
+		return err
+	}
+	if !l.Granted || l.Lease == nil {
+		return fmt.Errorf("no seat: %s", l.Reason) // no_seat_available: wait and retry, or queue the user
+	}
+	id := l.Lease.ID
+	defer leaseCall(context.Background(), base, "release", map[string]string{"tenant_id": tenant, "lease_id": id})
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Until(l.Lease.ExpiresAt) / 2):
+			}
+			next, code, err := leaseCall(ctx, base, "heartbeat", map[string]string{"tenant_id": tenant, "lease_id": id})
+			switch {
+			case err == nil && code == http.StatusOK:
+				l.Lease = next.Lease
+			case code == http.StatusConflict || code == http.StatusNotFound:
+				// lease_expired or lease_not_found: the seat is gone; check out
+				// again (another user may have it now) or stop the work.
+				stop()
+				return
+			}
+			// 503 redis_unavailable: the lease holds until it expires; retry.
+		}
+	}()
+	work(ctx)
+	return nil
+}
+
+// A worker holds a floating seat while it works. (Compiled, not run: it
+// needs a sidecar following Redis.)
+func Example_holdSeat() {
+	err := holdSeat(context.Background(), "http://127.0.0.1:8700", "acme", "gina", "cad", func(ctx context.Context) {
+		// … the work the seat is for; ctx ends if the seat is lost.
+	})
+	fmt.Println(err)
+}
