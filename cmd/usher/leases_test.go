@@ -126,6 +126,21 @@ func TestServeLeases(t *testing.T) {
 		}
 	}
 
+	// Operators list and end leases from the command line.
+	env := []string{"USHER_REDIS_URL=" + url, "USHER_NAMESPACE=" + ns}
+	out, stderr, exit := runUsherEnv(t, env, "leases", "list", "--tenant", "t1", "--license", "fl")
+	fields := strings.Fields(out)
+	if exit != 0 || len(fields) < 10 || fields[5] == "" || fields[6] != "u2" || !strings.Contains(stderr, "1 live leases of fl in tenant t1") {
+		t.Fatalf("usher leases list = %q, %q, exit %d", out, stderr, exit)
+	}
+	out, stderr, exit = runUsherEnv(t, env, "leases", "release", "--tenant", "t1", fields[5])
+	if exit != 0 || !strings.HasPrefix(out, "released "+fields[5]+": its seat is free (revision ") {
+		t.Errorf("usher leases release = %q, %q, exit %d", out, stderr, exit)
+	}
+	if _, stderr, exit := runUsherEnv(t, env, "leases", "list", "--tenant", "t1"); exit != 2 || !strings.Contains(stderr, "license: required") {
+		t.Errorf("usher leases list without --license: exit %d, %q", exit, stderr)
+	}
+
 	// Without Redis, leases cannot be counted.
 	demo := startServe(t, nil)
 	if code, _, got := demo.post(t, "/v1/leases/checkout", `{"tenant_id": "acme", "subject": {"id": "u1"}, "seat": {"license": "editor"}}`); code != 503 ||

@@ -1,7 +1,8 @@
 // Command usher is the Usher policy-decision sidecar: one binary whose
 // subcommands serve decisions (serve), answer one check offline (eval),
-// write and read the state in Redis (load, put, delete, export), sign
-// tokens to try the mesh fronts (token) and print the version.
+// write and read the state in Redis (load, put, delete, export), list
+// and end floating-seat leases (leases), sign tokens to try the mesh
+// fronts (token) and print the version.
 package main
 
 import (
@@ -33,6 +34,7 @@ Usage:
   usher delete [flags] KIND TENANT ID
                                delete one record from Redis
   usher export [flags]         print Redis's state as a state document
+  usher leases list|release    list a floating license's live leases, or end one (operators)
   usher token [flags]          sign a bearer token (and make a key and key set) to try the ext_authz fronts locally
   usher version                print the version
 
@@ -60,6 +62,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = write(args[0], args[1:], stdout, stderr)
 	case "token":
 		err = token(args[1:], stdout, stderr)
+	case "leases":
+		err = leases(args[1:], stdout, stderr)
 	case "version", "--version", "-version", "-v":
 		fmt.Fprintln(stdout, versionString())
 		return 0
