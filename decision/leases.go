@@ -100,6 +100,15 @@ func (t *Tenant) lease(license, subject string, at Instant) (*Lease, window) {
 	return held, win
 }
 
+// LeaseLicense returns the license of the tenant's lease id, "" when the
+// snapshot does not know the lease.
+func (t *Tenant) LeaseLicense(id string) string {
+	if t == nil || t.leases == nil {
+		return ""
+	}
+	return t.leases.byID[id].license
+}
+
 // Leases lists the tenant's leases of a license (in no order), live or
 // not: the caller compares ExpiresAt with its clock.
 func (t *Tenant) Leases(license string) []Lease {

@@ -75,6 +75,12 @@ func TestLeases(t *testing.T) {
 	if err != nil || hb.Status != statesync.LeaseRenewed || !hb.Lease.ExpiresAt.After(a.Lease.ExpiresAt.Add(-time.Second)) {
 		t.Errorf("heartbeat = %+v, %v", hb, err)
 	}
+	if hb, err := w.HeartbeatOf(ctx, "t", "fl", a.Lease.ID); err != nil || hb.Status != statesync.LeaseRenewed || hb.Lease.ID != a.Lease.ID {
+		t.Errorf("heartbeat with its license = %+v, %v", hb, err)
+	}
+	if hb, err := w.HeartbeatOf(ctx, "t", "nm", a.Lease.ID); err != nil || hb.Status != statesync.LeaseNotFound {
+		t.Errorf("heartbeat naming another license = %+v, %v; want lease_not_found", hb, err)
+	}
 	if hb, err := w.Heartbeat(ctx, "t", "lease_nope"); err != nil || hb.Status != statesync.LeaseNotFound {
 		t.Errorf("heartbeat of an unknown lease = %+v, %v", hb, err)
 	}
@@ -106,8 +112,8 @@ func TestLeases(t *testing.T) {
 			}
 		}
 	}
-	if ops["lease"] != 6 || ops["lease_end"] != 1 {
-		t.Errorf("lease events %v, want 6 grants or renewals and 1 end", ops)
+	if ops["lease"] != 7 || ops["lease_end"] != 1 {
+		t.Errorf("lease events %v, want 7 grants or renewals and 1 end", ops)
 	}
 
 	// A lease not heartbeated ends at its expiry by Redis's clock.

@@ -149,7 +149,10 @@ func run(sidecars, clients int, dur time.Duration, rate int) error {
 		total += n
 	}
 	fmt.Printf("\n%d checkout attempts in all\n\n", total)
-	if err := b.latency(rate); err != nil {
+	if err := b.latency(rate, false); err != nil {
+		return err
+	}
+	if err := b.latency(rate, true); err != nil {
 		return err
 	}
 	return b.expiry()
@@ -315,8 +318,9 @@ func replay(c redis.UniversalClient, stream, tenant string, k int) int {
 }
 
 // latency paces checkouts and heartbeats at rate per second against one
-// sidecar and reports their latency.
-func (b *bench) latency(rate int) error {
+// sidecar (direct: through the Go writer, no sidecar) and reports their
+// latency.
+func (b *bench) latency(rate int, direct bool) error {
 	base := b.bases[0]
 	const tenant = "k50"
 	var mu sync.Mutex
@@ -338,7 +342,14 @@ func (b *bench) latency(rate int) error {
 			default:
 			}
 			start := time.Now()
-			a, code, err := b.post(base, "/v1/leases/"+op, body)
+			var a answer
+			var code int
+			var err error
+			if direct {
+				a, code, err = b.direct(tenant, op, i, body)
+			} else {
+				a, code, err = b.post(base, "/v1/leases/"+op, body)
+			}
 			took := time.Since(start)
 			if err != nil || code != 200 {
 				return
@@ -362,7 +373,11 @@ func (b *bench) latency(rate int) error {
 		}
 		slices.Sort(l)
 		q := func(p float64) time.Duration { return l[min(len(l)-1, int(p*float64(len(l))))].Round(time.Microsecond) }
-		fmt.Printf("%-9s at %d ops/s (both kinds): %6d answered, p50 %v  p99 %v  max %v\n", op, rate, len(l), q(0.5), q(0.99), l[len(l)-1].Round(time.Microsecond))
+		via := "over HTTP to a sidecar"
+		if direct {
+			via = "Go writer to Redis"
+		}
+		fmt.Printf("%-9s %-22s at %d ops/s (both kinds): %6d answered, p50 %v  p99 %v  max %v\n", op, via, rate, len(l), q(0.5), q(0.99), l[len(l)-1].Round(time.Microsecond))
 	}
 	return nil
 }
@@ -407,4 +422,31 @@ func (b *bench) expiry() error {
 	fmt.Printf("\nexpiry, a 1 s lease nobody renews, from expires_at to a denial on each of %d sidecars (%d samples): p50 %v  p99 %v  max %v\n",
 		len(b.bases), len(lags), q(0.5), q(0.99), lags[len(lags)-1].Round(time.Microsecond))
 	return nil
+}
+
+// direct runs one latency-phase operation through the Go writer.
+func (b *bench) direct(tenant, op string, i int, body string) (answer, int, error) {
+	ctx := context.Background()
+	var res statesync.LeaseResult
+	var err error
+	if op == "checkout" {
+		res, err = b.w.Checkout(ctx, tenant, "fl", fmt.Sprintf("s%d", i%40), "", 0)
+	} else {
+		var req struct {
+			LeaseID string `json:"lease_id"`
+		}
+		json.Unmarshal([]byte(body), &req)
+		res, err = b.w.Heartbeat(ctx, tenant, req.LeaseID)
+	}
+	if err != nil {
+		return answer{}, 0, err
+	}
+	a := answer{Granted: res.Lease != nil}
+	if res.Lease != nil {
+		a.Lease = &struct {
+			ID        string `json:"id"`
+			ExpiresAt string `json:"expires_at"`
+		}{ID: res.Lease.ID}
+	}
+	return a, 200, nil
 }
