@@ -98,3 +98,35 @@ func TestFloatingSeats(t *testing.T) {
 		t.Errorf("leases after a rebuild: %v, want 4", ls)
 	}
 }
+
+// BenchmarkLeasedSeat compares a check answered by a lease with one
+// answered by a named assignment, from the cache and computed.
+func BenchmarkLeasedSeat(b *testing.B) {
+	doc := mustDocument(b, []byte(floatingDoc))
+	at := func(s string) decision.Instant { return mustInstant(b, s) }
+	snap := decision.NewSnapshot(doc, 1).WithLeases(2, map[string][]decision.LeaseChange{"t": {
+		{Lease: decision.Lease{ID: "L1", LicenseID: "fl", Subject: "u_dyn", GrantedAt: at("2026-06-01T00:00:00Z"), ExpiresAt: at("2026-06-01T00:05:00Z")}}}})
+	for _, c := range []struct{ name, license string }{{"leased", "cad"}, {"named", "named"}} {
+		for _, cached := range []bool{true, false} {
+			name := c.name + "/hit"
+			cfg := decision.Config{}
+			if !cached {
+				name, cfg = c.name+"/nocache", decision.Config{CacheEntries: -1}
+			}
+			b.Run(name, func(b *testing.B) {
+				e := newEngine(b, cfg, doc)
+				e.SetSnapshot(snap)
+				req := &decision.Request{TenantID: "t", Subject: decision.Principal{ID: "u_dyn"}, Check: decision.CheckSeat, License: c.license, At: at("2026-06-01T00:01:00Z")}
+				want := map[string]decision.Reason{"leased": decision.SeatLeased, "named": decision.SeatAssigned}[c.name]
+				if d, _ := e.Decide(decision.APIEvaluate, req); d.Reason != want {
+					b.Fatalf("reason %s, want %s", d.Reason, want)
+				}
+				e.WaitCache()
+				b.ReportAllocs()
+				for b.Loop() {
+					e.Decide(decision.APIEvaluate, req)
+				}
+			})
+		}
+	}
+}
