@@ -418,7 +418,9 @@ func (b *bench) expiry() error {
 		wg.Wait()
 	}
 	slices.Sort(lags)
-	q := func(p float64) time.Duration { return lags[min(len(lags)-1, int(p*float64(len(lags))))].Round(time.Microsecond) }
+	q := func(p float64) time.Duration {
+		return lags[min(len(lags)-1, int(p*float64(len(lags))))].Round(time.Microsecond)
+	}
 	fmt.Printf("\nexpiry, a 1 s lease nobody renews, from expires_at to a denial on each of %d sidecars (%d samples): p50 %v  p99 %v  max %v\n",
 		len(b.bases), len(lags), q(0.5), q(0.99), lags[len(lags)-1].Round(time.Microsecond))
 	return nil
