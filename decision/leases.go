@@ -1,12 +1,17 @@
 package decision
 
-import "maps"
+import (
+	"maps"
+	"time"
+)
 
 // Lease is a held seat of a floating license (docs/semantics.md, floating
 // seats): it grants its subject the license over [GrantedAt, ExpiresAt).
 type Lease struct {
 	ID, LicenseID, Subject, ClientID string
 	GrantedAt, ExpiresAt             Instant
+	// Duration is how long a renewal extends it, from the renewal.
+	Duration time.Duration
 }
 
 // LeaseChange puts a lease (granted or renewed: Lease set) or ends one
@@ -107,6 +112,21 @@ func (t *Tenant) LeaseLicense(id string) string {
 		return ""
 	}
 	return t.leases.byID[id].license
+}
+
+// HeldLease returns subject's lease of the license live at at (from the
+// given client when client is not ""), or nil.
+func (t *Tenant) HeldLease(license, subject, client string, at Instant) *Lease {
+	if t == nil || t.leases == nil {
+		return nil
+	}
+	ls := t.leases.by[leaseKey{license, subject}]
+	for i := range ls {
+		if l := &ls[i]; inEffect(l.GrantedAt, l.ExpiresAt, at) && (client == "" || l.ClientID == client) {
+			return l
+		}
+	}
+	return nil
 }
 
 // Leases lists the tenant's leases of a license (in no order), live or

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 
@@ -29,7 +30,21 @@ type Config struct {
 	Routes   *Routes                 // nil: every request is no_route
 	Verifier *jwtauth.Verifier
 	Logger   *slog.Logger
+	// Leases checks out floating seats for routes with checkout: true;
+	// nil (a sidecar without Redis) answers those 503.
+	Leases Checkouts
 }
+
+// Checkouts takes or renews a lease of a floating license in Redis
+// (statesync.LeaseService does): granted reports a lease held, and
+// revision names a state that holds it.
+type Checkouts interface {
+	CheckoutLease(ctx context.Context, tenant, license, subject, client string) (granted bool, revision decision.Token, err error)
+}
+
+// ClientIDHeader names the header a route with checkout: true takes the
+// lease's client id from.
+const ClientIDHeader = "x-usher-client-id"
 
 // Validate reports every problem of the configuration.
 func (c Config) Validate() error {
@@ -77,6 +92,8 @@ type Request struct {
 	// MinRevision is the x-usher-min-revision header: answer from a state
 	// at or after this revision token.
 	MinRevision string
+	// ClientID is the x-usher-client-id header (routes with checkout: true).
+	ClientID string
 }
 
 // MinRevisionHeader names the header that carries Request.MinRevision.
@@ -164,6 +181,11 @@ func (a *Authorizer) Check(ctx context.Context, api decision.API, r Request) Res
 			ast.Item(ast.StringTerm("type"), ast.StringTerm("person")))),
 	}
 	if m, ok := a.cfg.Routes.Match(r.Method, segs); ok {
+		if m.Route.Checkout {
+			if res, ok := a.checkout(ctx, id, m.Route.Seat, r.ClientID); !ok {
+				return res
+			}
+		}
 		params := ast.NewObject()
 		for k, v := range m.Params {
 			params.Insert(ast.StringTerm(k), ast.StringTerm(v))
@@ -197,6 +219,48 @@ func (a *Authorizer) Check(ctx context.Context, api decision.API, r Request) Res
 		res.DecisionID = d.ID.String()
 	}
 	return res
+}
+
+// checkout makes sure the caller holds a lease of a floating license
+// before its seat is decided: from memory when it holds one with more than
+// half its duration left, else through Redis, then waiting for the
+// sidecar's state to hold the lease. A license that is not floating, or a
+// caller who may not check out, is left to the seat decision.
+func (a *Authorizer) checkout(ctx context.Context, id jwtauth.Identity, license, client string) (Result, bool) {
+	snap := a.cfg.Engine.Snapshot()
+	t := snap.Tenant(id.Tenant)
+	lic := t.VisibleLicense(license, id.App)
+	if lic == nil || lic.Type != decision.Floating {
+		return Result{}, true
+	}
+	now := decision.InstantOf(time.Now())
+	if l := t.HeldLease(lic.ID, id.Subject, client, now); l != nil && l.ExpiresAt.Time().Sub(now.Time()) > l.Duration/2 {
+		return Result{}, true
+	}
+	o, err := a.cfg.Engine.Evaluate(snap, &decision.Request{TenantID: id.Tenant, AppID: id.App,
+		Subject: decision.Principal{Type: decision.Person, ID: id.Subject}, Check: decision.CheckSeat, License: lic.ID})
+	if err != nil || o.Reason != decision.NotCheckedOut && o.Reason != decision.SeatLeased {
+		return Result{}, true // not one who may check out: the seat decision says why
+	}
+	if a.cfg.Leases == nil {
+		return Result{Status: Unavailable, Reason: "redis_unavailable", Message: "checkout: this sidecar follows no Redis, where floating seats are counted"}, false
+	}
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	granted, rev, err := a.cfg.Leases.CheckoutLease(rctx, id.Tenant, lic.ID, id.Subject, client)
+	switch {
+	case err != nil && o.Reason == decision.SeatLeased:
+		return Result{}, true // the lease it holds still grants until it expires
+	case err != nil:
+		a.cfg.Logger.Warn("checkout failed", "error", err)
+		return Result{Status: Unavailable, Reason: "redis_unavailable", Message: "checkout: the seat could not be counted in Redis: " + err.Error()}, false
+	case !granted:
+		return Result{}, true // no seat available: the seat decision denies not_checked_out
+	}
+	if _, err := a.cfg.Engine.Await(rev); err != nil {
+		return Result{Status: Unavailable, Reason: "state_behind", Message: "checkout: the lease was granted but this sidecar has not applied it yet; retry"}, false
+	}
+	return Result{}, true
 }
 
 // await waits for the state to reach a min_revision header's token, or

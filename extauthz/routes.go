@@ -24,6 +24,9 @@ type Route struct {
 	// Asset names the entitlement's asset: a literal id or "{param}";
 	// default "{asset_id}".
 	Asset string `json:"asset,omitempty"`
+	// Checkout, on a seat route of a floating license, checks out (or
+	// renews) the caller's lease before the seat is decided.
+	Checkout bool `json:"checkout,omitempty"`
 
 	segs []segment
 }
@@ -88,7 +91,7 @@ func ParseRoutes(b []byte) (*Routes, error) {
 		d := json.NewDecoder(bytes.NewReader(raw))
 		d.DisallowUnknownFields()
 		if err := d.Decode(&r); err != nil {
-			errs = append(errs, fmt.Errorf("routes[%d]: %v (fields: method, path, seat, entitlement, asset)", i, err))
+			errs = append(errs, fmt.Errorf("routes[%d]: %v (fields: method, path, seat, entitlement, asset, checkout)", i, err))
 			continue
 		}
 		if err := r.compile(); err != nil {
@@ -160,6 +163,9 @@ func (r *Route) compile() error {
 		}
 	} else if r.Asset != "" {
 		errs = append(errs, errors.New("asset: only applies to entitlement routes"))
+	}
+	if r.Checkout && r.Seat == "" {
+		errs = append(errs, errors.New("checkout: only applies to seat routes (a floating license's seat)"))
 	}
 	return errors.Join(errs...)
 }

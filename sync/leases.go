@@ -83,7 +83,7 @@ func ParseLease(raw []byte) (Lease, error) {
 // Snapshot is the lease as a snapshot keeps it.
 func (l Lease) Snapshot() decision.Lease {
 	return decision.Lease{ID: l.ID, LicenseID: l.LicenseID, Subject: l.Subject, ClientID: l.ClientID,
-		GrantedAt: decision.InstantOf(l.GrantedAt), ExpiresAt: decision.InstantOf(l.ExpiresAt)}
+		GrantedAt: decision.InstantOf(l.GrantedAt), ExpiresAt: decision.InstantOf(l.ExpiresAt), Duration: time.Duration(l.Duration) * time.Second}
 }
 
 // readLeases reads the listed tenants' leases; unreadable ones are left
@@ -349,6 +349,13 @@ func (s *LeaseService) Checkout(ctx context.Context, tenant, license, subject, c
 	start := time.Now()
 	res, err := s.w.Checkout(ctx, tenant, license, subject, client, d)
 	return s.observe("checkout", start, res, err)
+}
+
+// CheckoutLease is Checkout for the mesh: the license's default duration,
+// granted when a lease is held.
+func (s *LeaseService) CheckoutLease(ctx context.Context, tenant, license, subject, client string) (bool, decision.Token, error) {
+	res, err := s.Checkout(ctx, tenant, license, subject, client, 0)
+	return err == nil && res.Lease != nil, res.Revision, err
 }
 
 // Heartbeat is Writer.Heartbeat, counted; with the lease's license known

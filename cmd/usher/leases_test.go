@@ -5,10 +5,15 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/usher-authz/usher/decision"
+	"github.com/usher-authz/usher/extauthz"
+	"github.com/usher-authz/usher/internal/testjwt"
+	statesync "github.com/usher-authz/usher/sync"
 )
 
 const floatingState = `{"licenses": [
@@ -147,4 +152,69 @@ func TestServeLeases(t *testing.T) {
 		got["error"].(map[string]any)["code"] != "redis_unavailable" {
 		t.Errorf("checkout on the demo = %d %v, want 503 redis_unavailable", code, got)
 	}
+}
+
+// A route with checkout: true takes the caller's floating seat on its
+// first request behind Envoy, reuses the lease while it has time left, and
+// denies when the pool is full.
+func TestServeMeshCheckout(t *testing.T) {
+	url, ns, w := redisNamespace(t, 0)
+	doc, err := decision.DecodeDocument(strings.NewReader(floatingState))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Load(context.Background(), doc, false); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	key := testjwt.RSA(t, "k1")
+	jwks := filepath.Join(dir, "jwks.json")
+	os.WriteFile(jwks, testjwt.JWKS(key), 0o644)
+	routes := filepath.Join(dir, "routes.yaml")
+	os.WriteFile(routes, []byte("routes:\n  - {path: \"/cad/*\", seat: cad, checkout: true}\n  - {path: \"/named/*\", seat: named, checkout: true}\n"), 0o644)
+	p := startServe(t, []string{"USHER_REDIS_URL=" + url, "USHER_NAMESPACE=" + ns}, "--jwks", jwks, "--routes", routes, "--grpc-addr", freeAddr(t))
+	call := func(sub string) (int, string) {
+		req, _ := http.NewRequest("GET", p.base+"/ext_authz/cad/drawing", nil)
+		req.Header.Set("Authorization", "Bearer "+testjwt.Sign(t, key, map[string]any{"sub": sub, "tenant_id": "t1"}))
+		req.Header.Set("x-usher-client-id", "workstation")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := call("u1"); code != 200 {
+		t.Fatalf("u1's first request = %d %s, want 200 with a lease taken", code, body)
+	}
+	active, err := w.ActiveLeases(context.Background(), "t1", "fl")
+	if err != nil || len(active) != 1 || active[0].Subject != "u1" || active[0].ClientID != "workstation" {
+		t.Fatalf("leases after the first request = %+v, %v", active, err)
+	}
+	if code, _ := call("u1"); code != 200 {
+		t.Errorf("u1's second request = %d", code)
+	}
+	if n := len(mustLeases(t, w)); n != 1 {
+		t.Errorf("%d leases after a second request, want the same one", n)
+	}
+	if code, body := call("u2"); code != 403 || !strings.Contains(body, "not_checked_out") {
+		t.Errorf("u2 with the pool full = %d %s, want 403 not_checked_out", code, body)
+	}
+	if code, body := call("u3"); code != 403 || !strings.Contains(body, "assignment_denied") {
+		t.Errorf("u3 (denied) = %d %s", code, body)
+	}
+	if _, err := extauthz.ParseRoutes([]byte(`routes: [{path: "/x/{asset_id}", entitlement: admin, checkout: true}]`)); err == nil ||
+		!strings.Contains(err.Error(), "routes[0]: checkout: only applies to seat routes") {
+		t.Errorf("checkout on an entitlement route: %v", err)
+	}
+}
+
+func mustLeases(t *testing.T, w *statesync.Writer) []statesync.Lease {
+	t.Helper()
+	ls, err := w.ActiveLeases(context.Background(), "t1", "fl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ls
 }

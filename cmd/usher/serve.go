@@ -156,11 +156,15 @@ func serve(args []string, stderr io.Writer) error {
 		return err
 	}
 	wg.Go(func() { reloader.Run(ctx) })
-	verifier, authorizer, err := startMesh(ctx, &wg, f, engine, reloader, log)
+	src, err := startSource(ctx, &wg, f, engine, log, reg)
 	if err != nil {
 		return err
 	}
-	src, err := startSource(ctx, &wg, f, engine, log, reg)
+	var checkouts extauthz.Checkouts
+	if src.leases != nil {
+		checkouts = src.leases
+	}
+	verifier, authorizer, err := startMesh(ctx, &wg, f, engine, reloader, checkouts, log)
 	if err != nil {
 		return err
 	}
@@ -328,7 +332,7 @@ func openDecisionLog(f *serveFlags, reg prometheus.Registerer) (dlog *decision.L
 
 // startMesh starts token verification and, with it, the ext_authz
 // authorizer, when --jwks is given.
-func startMesh(ctx context.Context, wg *sync.WaitGroup, f *serveFlags, engine *decision.Engine, reloader *policy.Reloader, log *slog.Logger) (*jwtauth.Verifier, *extauthz.Authorizer, error) {
+func startMesh(ctx context.Context, wg *sync.WaitGroup, f *serveFlags, engine *decision.Engine, reloader *policy.Reloader, checkouts extauthz.Checkouts, log *slog.Logger) (*jwtauth.Verifier, *extauthz.Authorizer, error) {
 	if f.jwks == "" {
 		return nil, nil, nil
 	}
@@ -346,7 +350,7 @@ func startMesh(ctx context.Context, wg *sync.WaitGroup, f *serveFlags, engine *d
 	} else {
 		log.Warn("no --routes: every ext_authz request is denied no_route")
 	}
-	authorizer, err := extauthz.New(extauthz.Config{Engine: engine, Policy: reloader.Current, Routes: routes, Verifier: verifier, Logger: log})
+	authorizer, err := extauthz.New(extauthz.Config{Engine: engine, Policy: reloader.Current, Routes: routes, Verifier: verifier, Logger: log, Leases: checkouts})
 	if err != nil {
 		return nil, nil, usageError{err}
 	}

@@ -57,7 +57,7 @@ func (s *Service) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.
 func Request(req *authv3.CheckRequest) extauthz.Request {
 	h := req.GetAttributes().GetRequest().GetHttp()
 	hs := h.GetHeaders()
-	return extauthz.Request{Method: h.GetMethod(), Path: h.GetPath(), Authorization: hs["authorization"], MinRevision: hs[extauthz.MinRevisionHeader]}
+	return extauthz.Request{Method: h.GetMethod(), Path: h.GetPath(), Authorization: hs["authorization"], MinRevision: hs[extauthz.MinRevisionHeader], ClientID: hs[extauthz.ClientIDHeader]}
 }
 
 func header(k, v string) *corev3.HeaderValueOption {

@@ -37,6 +37,7 @@ func Handle(ctx *fasthttp.RequestCtx, a *extauthz.Authorizer) {
 	res := a.Check(ctx, decision.APIExtAuthzHTTP, extauthz.Request{
 		Method: string(ctx.Method()), Path: orig, Authorization: string(ctx.Request.Header.Peek("Authorization")),
 		MinRevision: string(ctx.Request.Header.Peek(extauthz.MinRevisionHeader)),
+		ClientID:    string(ctx.Request.Header.Peek(extauthz.ClientIDHeader)),
 	})
 	if res.Status == extauthz.Unauthenticated {
 		a.Metrics().AuthFailure(decision.FrontHTTP, res.AuthFailure)
