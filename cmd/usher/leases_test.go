@@ -13,6 +13,7 @@ import (
 	"github.com/usher-authz/usher/decision"
 	"github.com/usher-authz/usher/extauthz"
 	"github.com/usher-authz/usher/internal/testjwt"
+	"github.com/usher-authz/usher/internal/testredis"
 	statesync "github.com/usher-authz/usher/sync"
 )
 
@@ -217,4 +218,49 @@ func mustLeases(t *testing.T, w *statesync.Writer) []statesync.Lease {
 		t.Fatal(err)
 	}
 	return ls
+}
+
+// With Redis gone, no seat can be taken or renewed (503
+// redis_unavailable), and the leases the sidecar knows keep granting.
+func TestServeLeasesWhileRedisIsDown(t *testing.T) {
+	srv := testredis.Start(t, testredis.Options{})
+	c, err := statesync.NewClient(srv.URL(), "usher-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	w, err := statesync.NewWriter(statesync.WriterConfig{Client: c, Namespace: "down"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := decision.DecodeDocument(strings.NewReader(floatingState))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Load(context.Background(), doc, false); err != nil {
+		t.Fatal(err)
+	}
+	p := startServe(t, []string{"USHER_REDIS_URL=" + srv.URL(), "USHER_NAMESPACE=down"})
+	code, _, got := p.post(t, "/v1/leases/checkout", `{"tenant_id": "t1", "subject": {"id": "u1"}, "seat": {"license": "cad"}}`)
+	if code != 200 || got["granted"] != true {
+		t.Fatalf("checkout = %d %v", code, got)
+	}
+	id, rev := got["lease"].(map[string]any)["id"].(string), got["revision"].(string)
+	if _, _, got := p.post(t, "/v1/evaluate", `{"tenant_id": "t1", "subject": {"id": "u1"}, "seat": {"license": "cad"}, "min_revision": "`+rev+`"}`); got["reason"] != "seat_leased" {
+		t.Fatalf("evaluate = %v", got)
+	}
+	srv.Stop()
+	for _, tc := range []struct{ path, body string }{
+		{"/v1/leases/checkout", `{"tenant_id": "t1", "subject": {"id": "u2"}, "seat": {"license": "cad"}}`},
+		{"/v1/leases/heartbeat", `{"tenant_id": "t1", "lease_id": "` + id + `"}`},
+		{"/v1/leases/release", `{"tenant_id": "t1", "lease_id": "` + id + `"}`},
+	} {
+		code, retry, got := p.post(t, tc.path, tc.body)
+		if e, _ := got["error"].(map[string]any); code != 503 || e["code"] != "redis_unavailable" || retry != "1" {
+			t.Errorf("%s with Redis down = %d (Retry-After %q) %v, want 503 redis_unavailable", tc.path, code, retry, got)
+		}
+	}
+	if _, _, got := p.post(t, "/v1/evaluate", `{"tenant_id": "t1", "subject": {"id": "u1"}, "seat": {"license": "cad"}}`); got["reason"] != "seat_leased" {
+		t.Errorf("evaluate with Redis down = %v, want the known lease to keep granting", got)
+	}
 }
