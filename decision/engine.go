@@ -103,6 +103,8 @@ type Policy interface {
 	// Implying returns the entitlement types, other than typ itself, whose
 	// holders also hold typ.
 	Implying(typ string) []string
+	// Implied lists, sorted, every type some other type implies.
+	Implied() []string
 }
 
 // Errors the engine returns; fronts map them to statuses.
@@ -497,24 +499,35 @@ func decideSeat(t *Tenant, pol Policy, req *Request, at Instant) (Outcome, Grant
 // cache, metrics or decision log: for reads that ask many questions to
 // build one answer (the compatible allocation's subjects). A zero At is now.
 func (e *Engine) Evaluate(snap *Snapshot, req *Request) (Outcome, error) {
+	o, _, err := e.EvaluateGrant(snap, req)
+	return o, err
+}
+
+// EvaluateGrant is Evaluate with the grant of an allow.
+func (e *Engine) EvaluateGrant(snap *Snapshot, req *Request) (Outcome, Grant, error) {
 	box := e.pol.Load()
 	switch {
 	case snap == nil:
-		return Outcome{}, ErrNoState
+		return Outcome{}, Grant{}, ErrNoState
 	case box == nil:
-		return Outcome{}, ErrNoPolicy
+		return Outcome{}, Grant{}, ErrNoPolicy
 	}
 	at := req.At.Or(InstantOf(e.now()))
 	t := snap.Tenant(req.TenantID)
+	var o Outcome
+	var g Grant
 	switch req.Check {
 	case CheckSeat:
-		o, _, _, _ := decideSeat(t, box.p, req, at)
-		return o, nil
+		o, g, _, _ = decideSeat(t, box.p, req, at)
 	case CheckEntitlement:
-		o, _, _ := decideEntitlement(t, box.p, req, at)
-		return o, nil
+		o, g, _ = decideEntitlement(t, box.p, req, at)
+	default:
+		return Outcome{}, Grant{}, fmt.Errorf("unknown check %d", req.Check)
 	}
-	return Outcome{}, fmt.Errorf("unknown check %d", req.Check)
+	if !o.Allowed {
+		g = Grant{}
+	}
+	return o, g, nil
 }
 
 // better prefers an allow, then the denial that got furthest through the

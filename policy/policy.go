@@ -61,6 +61,16 @@ func (c *Compiled) Entitlement(f decision.EntFacts) decision.Outcome { return c.
 // Implying returns the types whose holders also hold typ, typ excluded.
 func (c *Compiled) Implying(typ string) []string { return c.implying[typ] }
 
+// Implied lists, sorted, every type some other type implies.
+func (c *Compiled) Implied() []string {
+	out := make([]string, 0, len(c.implying))
+	for t := range c.implying {
+		out = append(out, t)
+	}
+	sort.Strings(out)
+	return out
+}
+
 // Sources reads every .rego module (tests excluded unless withTests) of
 // fsys, keyed by path.
 func Sources(fsys fs.FS, withTests bool) (map[string]string, error) {

@@ -450,3 +450,63 @@ func TestHeaderLimitsAndTransportErrors(t *testing.T) {
 		t.Errorf("a request that never finishes = %d %s, want 408", status, b)
 	}
 }
+
+func TestHoldingsAndHolders(t *testing.T) {
+	f := start(t, true, 0)
+	status, _, got := f.do(t, "POST", "/v1/holdings", `{"tenant_id": "lim", "subject": {"id": "p_a"}, "kind": "seat"}`)
+	hs, _ := got["holdings"].([]any)
+	if status != 200 || len(hs) != 2 || got["next_cursor"] != nil || got["total"] != 2.0 {
+		t.Fatalf("seat holdings of p_a = %d %v, want lic_open and lic_two", status, got)
+	}
+	if h := hs[1].(map[string]any); h["license_id"] != "lic_two" || h["name"] != "two" || h["reason"] != "seat_assigned" || h["grant"].(map[string]any)["id"] != "l1" {
+		t.Errorf("holding = %v", h)
+	}
+	// Holders, paged two at a time: every holder once, in id order.
+	var ids []string
+	cursor := ""
+	for range 10 {
+		body := `{"tenant_id": "acme", "seat": {"license": "editor"}, "page": {"limit": 2`
+		if cursor != "" {
+			body += `, "cursor": "` + cursor + `"`
+		}
+		status, _, got := f.do(t, "POST", "/v1/holders", body+`}}`)
+		if status != 200 || got["revision_changed"] != false {
+			t.Fatalf("holders page = %d %v", status, got)
+		}
+		for _, h := range got["holders"].([]any) {
+			ids = append(ids, h.(map[string]any)["id"].(string))
+		}
+		next, _ := got["next_cursor"].(string)
+		if next == "" {
+			break
+		}
+		cursor = next
+	}
+	if !slices.IsSorted(ids) || len(ids) != 6 || slices.Compact(slices.Clone(ids))[5] != ids[5] {
+		t.Errorf("holders of editor over pages = %v, want 6 distinct, sorted", ids)
+	}
+	// A cursor from an older revision continues on the current state, and says so.
+	_, _, first := f.do(t, "POST", "/v1/holders", `{"tenant_id": "acme", "seat": {"license": "editor"}, "page": {"limit": 2}}`)
+	f.engine.SetSnapshot(decision.NewSnapshot(semtest.Document(t), 43))
+	_, _, next := f.do(t, "POST", "/v1/holders", `{"tenant_id": "acme", "seat": {"license": "editor"}, "page": {"limit": 2, "cursor": "`+first["next_cursor"].(string)+`"}}`)
+	if next["revision_changed"] != true || len(next["holders"].([]any)) != 2 {
+		t.Errorf("the next page after a change = %v, want revision_changed", next)
+	}
+	for _, tc := range []struct{ path, body, want string }{
+		{"/v1/holdings", `{"tenant_id": "acme", "subject": {"id": "u1"}}`, "kind: is required: seat or entitlement"},
+		{"/v1/holdings", `{"tenant_id": "acme", "subject": {"id": "u1"}, "kind": "seat", "page": {"limit": 5000}}`, "page.limit: must be from 1 to 1000"},
+		{"/v1/holdings", `{"tenant_id": "acme", "subject": {"id": "u1"}, "kind": "seat", "page": {"cursor": "nope"}}`, "page.cursor: not a cursor"},
+		{"/v1/holders", `{"tenant_id": "acme"}`, "seat: exactly one of seat and entitlement is required"},
+		{"/v1/holders", `{"tenant_id": "acme", "entitlement": {"asset_id": "a"}}`, "entitlement.type: is required"},
+	} {
+		status, _, got := f.do(t, "POST", tc.path, tc.body)
+		e, _ := got["error"].(map[string]any)
+		if msg, _ := e["message"].(string); status != 400 || !strings.Contains(msg, tc.want) {
+			t.Errorf("%s %s = %d %v, want 400 containing %q", tc.path, tc.body, status, got, tc.want)
+		}
+	}
+	status, _, got = f.do(t, "POST", "/v1/holdings", `{"tenant_id": "acme", "subject": {"id": "u1"}, "kind": "entitlement"}`)
+	if status != 200 || len(got["holdings"].([]any)) == 0 {
+		t.Errorf("entitlement holdings of u1 = %d %v", status, got)
+	}
+}

@@ -1,0 +1,201 @@
+package decision
+
+import (
+	"slices"
+	"sort"
+	"strings"
+)
+
+// Holding is one seat or entitlement a subject holds, or one person who
+// holds a seat or entitlement: the answer evaluate gives for it.
+type Holding struct {
+	LicenseID, LicenseName string // seat holdings
+	AssetID, Type          string // entitlement holdings
+	Person                 string // holders
+	Reason                 Reason
+	Grant                  Grant
+	// ExpiresAt is when the granting record (or lease) ends; 0: never.
+	ExpiresAt Instant
+}
+
+// SeatHoldings lists every license req's subject holds a seat of at
+// req.At, by license id: each visible license evaluated as evaluate
+// would (req's Check and License are ignored).
+func (e *Engine) SeatHoldings(snap *Snapshot, req Request) ([]Holding, error) {
+	t := snap.Tenant(req.TenantID)
+	var out []Holding
+	if t == nil {
+		return nil, nil
+	}
+	for _, l := range t.Licenses { // by id
+		if l.Deleted || !visible(req.AppID, l.AppID) {
+			continue
+		}
+		q := req
+		q.Check, q.License = CheckSeat, l.ID
+		o, g, err := e.EvaluateGrant(snap, &q)
+		if err != nil {
+			return nil, err
+		}
+		if o.Allowed {
+			out = append(out, Holding{LicenseID: l.ID, LicenseName: l.Name, Reason: o.Reason, Grant: g, ExpiresAt: t.grantEnd(CheckSeat, l.ID, g.ID)})
+		}
+	}
+	return out, nil
+}
+
+// EntitlementHoldings lists every (asset, type) req's subject holds at
+// req.At, by asset then type, optionally of one asset: every type the
+// subject's and its groups' entitlements name or imply, evaluated as
+// evaluate would.
+func (e *Engine) EntitlementHoldings(snap *Snapshot, req Request, asset string) ([]Holding, error) {
+	t := snap.Tenant(req.TenantID)
+	box := e.pol.Load()
+	if t == nil || box == nil {
+		return nil, nil
+	}
+	// The assets and types the subject's records name.
+	named := map[string]map[string]bool{}
+	t.eachHolder(req.Subject, func(p *principal, _ bool) {
+		for _, i := range t.entIdx[p.e0:p.e1] {
+			g := &t.grants[i]
+			a := t.refs[g.asset]
+			if asset != "" && a != asset {
+				continue
+			}
+			if named[a] == nil {
+				named[a] = map[string]bool{}
+			}
+			named[a][t.refs[g.typ]] = true
+		}
+	})
+	implied := box.p.Implied()
+	assets := make([]string, 0, len(named))
+	for a := range named {
+		assets = append(assets, a)
+	}
+	sort.Strings(assets)
+	var out []Holding
+	for _, a := range assets {
+		types := map[string]bool{}
+		for typ := range named[a] {
+			types[typ] = true
+		}
+		for _, typ := range implied {
+			for _, by := range box.p.Implying(typ) {
+				if named[a][by] {
+					types[typ] = true
+				}
+			}
+		}
+		list := make([]string, 0, len(types))
+		for typ := range types {
+			list = append(list, typ)
+		}
+		sort.Strings(list)
+		for _, typ := range list {
+			q := req
+			q.Check, q.AssetID, q.Type = CheckEntitlement, a, typ
+			o, g, err := e.EvaluateGrant(snap, &q)
+			if err != nil {
+				return nil, err
+			}
+			if o.Allowed {
+				out = append(out, Holding{AssetID: a, Type: typ, Reason: o.Reason, Grant: g, ExpiresAt: t.grantEnd(CheckEntitlement, "", g.ID)})
+			}
+		}
+	}
+	return out, nil
+}
+
+// Holders lists the persons req's check would allow at req.At, by id:
+// every person its records reach, directly or through groups, evaluated
+// as evaluate would (denials, limits and leases applied).
+func (e *Engine) Holders(snap *Snapshot, req Request) ([]Holding, error) {
+	t := snap.Tenant(req.TenantID)
+	box := e.pol.Load()
+	if t == nil || box == nil {
+		return nil, nil
+	}
+	cands := map[string]bool{}
+	var buf []int32
+	lic := ""
+	switch req.Check {
+	case CheckSeat:
+		l := t.VisibleLicense(req.License, req.AppID)
+		if l == nil {
+			return nil, nil
+		}
+		lic = l.ID
+		if ref, ok := t.refIdx[l.ID]; ok {
+			lo := sort.Search(len(t.licSeats), func(i int) bool { return t.seats[t.licSeats[i]].lic >= ref })
+			for _, si := range t.licSeats[lo:] {
+				a := &t.seats[si]
+				if a.lic != ref {
+					break
+				}
+				for _, p := range t.personsOf(a.assignee, buf[:0]) {
+					cands[t.prins[p].id] = true
+				}
+			}
+		}
+		for _, ls := range t.Leases(l.ID) {
+			cands[ls.Subject] = true
+		}
+	case CheckEntitlement:
+		ref, ok := t.refIdx[req.AssetID]
+		if !ok {
+			return nil, nil
+		}
+		implying := box.p.Implying(req.Type)
+		for i := range t.grants {
+			g := &t.grants[i]
+			if g.asset == ref && !g.deleted && satisfies(t.refs[g.typ], req.Type, implying) {
+				for _, p := range t.personsOf(g.principal, buf[:0]) {
+					cands[t.prins[p].id] = true
+				}
+			}
+		}
+	}
+	persons := make([]string, 0, len(cands))
+	for p := range cands {
+		persons = append(persons, p)
+	}
+	slices.SortFunc(persons, strings.Compare)
+	var out []Holding
+	for _, p := range persons {
+		q := req
+		q.Subject = Principal{Type: Person, ID: p}
+		o, g, err := e.EvaluateGrant(snap, &q)
+		if err != nil {
+			return nil, err
+		}
+		if o.Allowed {
+			out = append(out, Holding{Person: p, Reason: o.Reason, Grant: g, ExpiresAt: t.grantEnd(req.Check, lic, g.ID)})
+		}
+	}
+	return out, nil
+}
+
+// grantEnd is when the record (or lease) with id that granted a check
+// ends; 0: never or unknown.
+func (t *Tenant) grantEnd(check Check, license, id string) Instant {
+	if id == "" {
+		return 0
+	}
+	if check == CheckEntitlement {
+		if i, ok := slices.BinarySearchFunc(t.grants, id, func(g grant, id string) int { return strings.Compare(g.id, id) }); ok {
+			return t.grants[i].expiresAt
+		}
+		return 0
+	}
+	if i, ok := slices.BinarySearchFunc(t.seats, id, func(s seat, id string) int { return strings.Compare(s.id, id) }); ok {
+		return t.seats[i].expiresAt
+	}
+	for _, l := range t.Leases(license) {
+		if l.ID == id {
+			return l.ExpiresAt
+		}
+	}
+	return 0
+}
