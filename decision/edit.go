@@ -109,7 +109,7 @@ func (t *Tenant) withEdits(rev uint64, edits []Edit) *Tenant {
 	}
 	n := *t
 	n.Revision = rev
-	n.ranks = &rankMemo{}
+	n.ranks, n.cands = &rankMemo{}, &candMemo{}
 	n.prins = slices.Clone(t.prins)
 	// A new subject gets an entry of its own; it belongs to no group
 	// (memberships come only from groups, which did not change).

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 )
 
 // Holding is one seat or entitlement a subject holds, or one person who
@@ -108,26 +109,71 @@ func (e *Engine) EntitlementHoldings(snap *Snapshot, req Request, asset string) 
 	return out, nil
 }
 
-// Holders lists the persons req's check would allow at req.At, by id:
-// every person its records reach, directly or through groups, evaluated
-// as evaluate would (denials, limits and leases applied).
-func (e *Engine) Holders(snap *Snapshot, req Request) ([]Holding, error) {
+// Holders lists, by id, the persons req's check would allow at req.At
+// whose id sorts after after, up to limit: every person its records (and,
+// for a floating license, its leases) reach, directly or through groups,
+// evaluated as evaluate would. more reports persons past the page.
+func (e *Engine) Holders(snap *Snapshot, req Request, after string, limit int) (page []Holding, more bool, err error) {
 	t := snap.Tenant(req.TenantID)
 	box := e.pol.Load()
 	if t == nil || box == nil {
-		return nil, nil
+		return nil, false, nil
 	}
-	cands := map[string]bool{}
-	var buf []int32
 	lic := ""
-	switch req.Check {
-	case CheckSeat:
+	if req.Check == CheckSeat {
 		l := t.VisibleLicense(req.License, req.AppID)
 		if l == nil {
-			return nil, nil
+			return nil, false, nil
 		}
 		lic = l.ID
-		if ref, ok := t.refIdx[l.ID]; ok {
+	}
+	cands := t.candidates(req, lic, box.p)
+	i, _ := slices.BinarySearch(cands, after)
+	if i < len(cands) && cands[i] == after {
+		i++
+	}
+	for ; i < len(cands); i++ {
+		if len(page) == limit {
+			return page, true, nil
+		}
+		q := req
+		q.Subject = Principal{Type: Person, ID: cands[i]}
+		o, g, err := e.EvaluateGrant(snap, &q)
+		if err != nil {
+			return nil, false, err
+		}
+		if o.Allowed {
+			page = append(page, Holding{Person: cands[i], Reason: o.Reason, Grant: g, ExpiresAt: t.grantEnd(req.Check, lic, g.ID)})
+		}
+	}
+	return page, false, nil
+}
+
+type candKey struct {
+	check          Check
+	license, asset string
+	typ            string
+	policyRevision uint64
+}
+
+// candMemo keeps each check's candidate holders, sorted: a tenant is
+// immutable, and they depend on no time.
+type candMemo struct{ m sync.Map } // candKey -> []string
+
+// candidates returns the persons a check's records reach, sorted by id.
+func (t *Tenant) candidates(req Request, lic string, pol Policy) []string {
+	key := candKey{check: req.Check, license: lic, policyRevision: pol.Revision()}
+	if req.Check == CheckEntitlement {
+		key.asset, key.typ = req.AssetID, req.Type
+	}
+	if v, ok := t.cands.m.Load(key); ok {
+		return v.([]string)
+	}
+	set := map[string]bool{}
+	var buf []int32
+	switch req.Check {
+	case CheckSeat:
+		if ref, ok := t.refIdx[lic]; ok {
 			lo := sort.Search(len(t.licSeats), func(i int) bool { return t.seats[t.licSeats[i]].lic >= ref })
 			for _, si := range t.licSeats[lo:] {
 				a := &t.seats[si]
@@ -135,46 +181,33 @@ func (e *Engine) Holders(snap *Snapshot, req Request) ([]Holding, error) {
 					break
 				}
 				for _, p := range t.personsOf(a.assignee, buf[:0]) {
-					cands[t.prins[p].id] = true
+					set[t.prins[p].id] = true
 				}
 			}
 		}
-		for _, ls := range t.Leases(l.ID) {
-			cands[ls.Subject] = true
+		for _, ls := range t.Leases(lic) {
+			set[ls.Subject] = true
 		}
 	case CheckEntitlement:
-		ref, ok := t.refIdx[req.AssetID]
-		if !ok {
-			return nil, nil
-		}
-		implying := box.p.Implying(req.Type)
-		for i := range t.grants {
-			g := &t.grants[i]
-			if g.asset == ref && !g.deleted && satisfies(t.refs[g.typ], req.Type, implying) {
-				for _, p := range t.personsOf(g.principal, buf[:0]) {
-					cands[t.prins[p].id] = true
+		if ref, ok := t.refIdx[req.AssetID]; ok {
+			implying := pol.Implying(req.Type)
+			for i := range t.grants {
+				g := &t.grants[i]
+				if g.asset == ref && !g.deleted && satisfies(t.refs[g.typ], req.Type, implying) {
+					for _, p := range t.personsOf(g.principal, buf[:0]) {
+						set[t.prins[p].id] = true
+					}
 				}
 			}
 		}
 	}
-	persons := make([]string, 0, len(cands))
-	for p := range cands {
-		persons = append(persons, p)
+	out := make([]string, 0, len(set))
+	for p := range set {
+		out = append(out, p)
 	}
-	slices.SortFunc(persons, strings.Compare)
-	var out []Holding
-	for _, p := range persons {
-		q := req
-		q.Subject = Principal{Type: Person, ID: p}
-		o, g, err := e.EvaluateGrant(snap, &q)
-		if err != nil {
-			return nil, err
-		}
-		if o.Allowed {
-			out = append(out, Holding{Person: p, Reason: o.Reason, Grant: g, ExpiresAt: t.grantEnd(req.Check, lic, g.ID)})
-		}
-	}
-	return out, nil
+	slices.Sort(out)
+	t.cands.m.Store(key, out)
+	return out
 }
 
 // grantEnd is when the record (or lease) with id that granted a check

@@ -3,6 +3,7 @@ package decision_test
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/usher-authz/usher/decision"
@@ -40,7 +41,7 @@ func TestHoldingsAndHoldersAgreeWithEvaluate(t *testing.T) {
 			for _, app := range []string{"", "app1"} {
 				holders := map[string][]string{} // check -> persons
 				for _, l := range d.Licenses {
-					hs, err := e.Holders(snap, decision.Request{TenantID: tenant, AppID: app, Check: decision.CheckSeat, License: l.ID, At: when})
+					hs, _, err := e.Holders(snap, decision.Request{TenantID: tenant, AppID: app, Check: decision.CheckSeat, License: l.ID, At: when}, "", 1<<30)
 					if err != nil {
 						t.Fatal(err)
 					}
@@ -50,7 +51,7 @@ func TestHoldingsAndHoldersAgreeWithEvaluate(t *testing.T) {
 				}
 				for a := range assets {
 					for _, typ := range types {
-						hs, err := e.Holders(snap, decision.Request{TenantID: tenant, AppID: app, Check: decision.CheckEntitlement, AssetID: a, Type: typ, At: when})
+						hs, _, err := e.Holders(snap, decision.Request{TenantID: tenant, AppID: app, Check: decision.CheckEntitlement, AssetID: a, Type: typ, At: when}, "", 1<<30)
 						if err != nil {
 							t.Fatal(err)
 						}
@@ -105,4 +106,65 @@ func TestHoldingsAndHoldersAgreeWithEvaluate(t *testing.T) {
 		}
 	}
 	t.Logf("%d (subject, check) pairs agree", checked)
+}
+
+// bigGroup is a tenant whose one license is assigned to a group of n persons.
+func bigGroup(t testing.TB, n int) *decision.Document {
+	t.Helper()
+	var b strings.Builder
+	b.WriteString(`{"licenses": [{"id": "lic", "tenant_id": "big", "name": "all"}],
+	 "assignments": [{"id": "a", "tenant_id": "big", "license_id": "lic", "assignee_id": "everyone", "assignee_type": "group"}],
+	 "groups": [{"id": "everyone", "tenant_id": "big", "members": [`)
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, `{"id": "p%06d", "type": "person"}`, i)
+	}
+	b.WriteString(`]}]}`)
+	return mustDocument(t, []byte(b.String()))
+}
+
+// The holders of a 100,000-member group's license, paged at 1,000: every
+// person exactly once, in order.
+func TestHoldersPageThroughALargeGroup(t *testing.T) {
+	const n = 100_000
+	e := newEngine(t, decision.Config{CacheEntries: -1}, bigGroup(t, n))
+	req := decision.Request{TenantID: "big", Check: decision.CheckSeat, License: "lic", At: mustInstant(t, "2026-06-01T00:00:00Z")}
+	seen, after, pages := 0, "", 0
+	for {
+		page, more, err := e.Holders(e.Snapshot(), req, after, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages++
+		for _, h := range page {
+			if h.Person <= after {
+				t.Fatalf("page %d: %s after %s", pages, h.Person, after)
+			}
+			after = h.Person
+			seen++
+		}
+		if !more {
+			break
+		}
+	}
+	if seen != n || pages != 100 {
+		t.Errorf("%d persons over %d pages, want %d over 100", seen, pages, n)
+	}
+}
+
+func BenchmarkHoldersPage(b *testing.B) {
+	e := newEngine(b, decision.Config{CacheEntries: -1}, bigGroup(b, 100_000))
+	req := decision.Request{TenantID: "big", Check: decision.CheckSeat, License: "lic", At: mustInstant(b, "2026-06-01T00:00:00Z")}
+	e.Holders(e.Snapshot(), req, "", 1) // the candidates, once per snapshot
+	i := 0
+	b.ReportAllocs()
+	for b.Loop() {
+		after := fmt.Sprintf("p%06d", (i*7919)%99_000)
+		i++
+		if page, _, _ := e.Holders(e.Snapshot(), req, after, 1000); len(page) != 1000 {
+			b.Fatalf("page of %d", len(page))
+		}
+	}
 }

@@ -44,6 +44,7 @@ func (s *Snapshot) WithLeases(rev uint64, changes map[string][]LeaseChange) *Sna
 		n := *old
 		n.Revision = rev
 		n.leases = old.leases.with(cs)
+		n.cands = &candMemo{} // leaseholders are candidate holders
 		e.set(id, &n)
 	}
 	return e.s

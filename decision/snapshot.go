@@ -99,8 +99,10 @@ type Tenant struct {
 	refIdx map[string]uint32
 	seats  []seat  // by id
 	grants []grant // by id
-	// ranks memoizes the rankings of licenses with a seat limit.
+	// ranks memoizes the rankings of licenses with a seat limit, cands
+	// the candidate holders of checks.
 	ranks *rankMemo
+	cands *candMemo
 	// leases are the floating seats held; a rebuild of the tenant's
 	// records keeps them.
 	leases *tenantLeases
@@ -413,6 +415,7 @@ func buildTenant(in *interner, id string, d *Document, rev uint64) *Tenant {
 		groups:    make(map[string]int32, len(d.Groups)),
 		refIdx:    map[string]uint32{"": 0},
 		ranks:     &rankMemo{},
+		cands:     &candMemo{},
 	}
 	// Licenses and groups new to snapshots are copied (the caller keeps
 	// its own, and interning writes to them); those of an older snapshot

@@ -178,19 +178,6 @@ func (s *Server) holdings(ctx *fasthttp.RequestCtx, holders bool) {
 	if !req.At.Set() {
 		req.At = decision.InstantOf(ctx.Time())
 	}
-	var list []decision.Holding
-	switch {
-	case holders:
-		list, err = e.Holders(snap, req)
-	case b.kind == "seat":
-		list, err = e.SeatHoldings(snap, req)
-	default:
-		list, err = e.EntitlementHoldings(snap, req, b.assetID)
-	}
-	if err != nil {
-		s.engineError(ctx, err)
-		return
-	}
 	key := func(h decision.Holding) string {
 		switch {
 		case holders:
@@ -200,17 +187,33 @@ func (s *Server) holdings(ctx *fasthttp.RequestCtx, holders bool) {
 		}
 		return h.AssetID + "\x00" + h.Type
 	}
-	start := 0
-	if after.After != "" {
-		for start < len(list) && key(list[start]) <= after.After {
-			start++
-		}
-	}
 	limit := int(b.limit)
 	if limit == 0 {
 		limit = DefaultPageLimit
 	}
-	page := list[start:min(len(list), start+limit)]
+	var page []decision.Holding
+	var more bool
+	total := -1
+	if holders {
+		// Paged as it is evaluated: a page costs its own persons, not the group's.
+		page, more, err = e.Holders(snap, req, after.After, limit)
+	} else {
+		var list []decision.Holding
+		if b.kind == "seat" {
+			list, err = e.SeatHoldings(snap, req)
+		} else {
+			list, err = e.EntitlementHoldings(snap, req, b.assetID)
+		}
+		start := 0
+		for start < len(list) && after.After != "" && key(list[start]) <= after.After {
+			start++
+		}
+		page, more, total = list[start:min(len(list), start+limit)], start+limit < len(list), len(list)
+	}
+	if err != nil {
+		s.engineError(ctx, err)
+		return
+	}
 	name := "holdings"
 	if holders {
 		name = "holders"
@@ -251,7 +254,7 @@ func (s *Server) holdings(ctx *fasthttp.RequestCtx, holders bool) {
 	}
 	out = append(out, `],"next_cursor":`...)
 	rev := snap.TokenText()
-	if start+limit < len(list) {
+	if more && len(page) > 0 {
 		c, _ := json.Marshal(cursor{Revision: rev, After: key(page[len(page)-1])})
 		out = jsonw.String(out, base64.RawURLEncoding.EncodeToString(c))
 	} else {
@@ -259,8 +262,10 @@ func (s *Server) holdings(ctx *fasthttp.RequestCtx, holders bool) {
 	}
 	out = append(out, `,"revision_changed":`...)
 	out = jsonw.Bool(out, after.Revision != "" && after.Revision != rev)
-	out = append(out, `,"total":`...)
-	out = strconv.AppendInt(out, int64(len(list)), 10)
+	if total >= 0 {
+		out = append(out, `,"total":`...)
+		out = strconv.AppendInt(out, int64(total), 10)
+	}
 	out = append(out, `,"revision":`...)
 	out = jsonw.String(out, rev)
 	writeJSON(ctx, fasthttp.StatusOK, append(out, '}'))
