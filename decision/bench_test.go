@@ -204,3 +204,28 @@ func BenchmarkHoldings(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkExplain explains checks of the 1,000,000-record state.
+func BenchmarkExplain(b *testing.B) {
+	snap := scaleSnapshot(b)
+	e, err := decision.NewEngine(decision.Config{CacheEntries: -1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer e.Close()
+	e.SetPolicy(shippedPolicy(b))
+	e.SetSnapshot(snap)
+	reqs := scaleRequests(4096, 11)
+	var lat []time.Duration
+	i := 0
+	b.ReportAllocs()
+	for b.Loop() {
+		r := reqs[i%len(reqs)]
+		i++
+		start := time.Now()
+		e.Explain(snap, &r)
+		lat = append(lat, time.Since(start))
+	}
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+}

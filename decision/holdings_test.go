@@ -9,7 +9,7 @@ import (
 	"github.com/usher-authz/usher/decision"
 )
 
-// Holdings and holders agree with evaluate for every subject and every
+// Holdings, holders and explain agree with evaluate for every subject and every
 // license, asset and type of the semantics state, at several times.
 func TestHoldingsAndHoldersAgreeWithEvaluate(t *testing.T) {
 	s := loadSemantics(t)
@@ -89,6 +89,13 @@ func TestHoldingsAndHoldersAgreeWithEvaluate(t *testing.T) {
 						if held[key] != o.Allowed {
 							t.Errorf("%s: holdings say %v, evaluate %v (%s)", where, held[key], o.Allowed, o.Reason)
 						}
+						x, err := e.Explain(snap, &q)
+						if err != nil || x.Allowed != o.Allowed || x.Reason != o.Reason || x.Rule == "" {
+							t.Errorf("%s: explain says %v %s (%q), evaluate %v %s", where, x.Allowed, x.Reason, x.Rule, o.Allowed, o.Reason)
+						}
+						if o.Allowed && !slices.ContainsFunc(x.Records, func(c decision.Considered) bool { return c.ID == x.Grant.ID && c.Verdict != "" }) {
+							t.Errorf("%s: explain lists no record for its grant %s: %+v", where, x.Grant.ID, x.Records)
+						}
 						if slices.Contains(holders[key], p) != o.Allowed {
 							t.Errorf("%s: holders say %v, evaluate %v (%s)", where, slices.Contains(holders[key], p), o.Allowed, o.Reason)
 						}
@@ -166,5 +173,34 @@ func BenchmarkHoldersPage(b *testing.B) {
 		if page, _, _ := e.Holders(e.Snapshot(), req, after, 1000); len(page) != 1000 {
 			b.Fatalf("page of %d", len(page))
 		}
+	}
+}
+
+// Explain names the rule, the records and their verdicts, the group path
+// to a group's record, and the window the answer holds over.
+func TestExplain(t *testing.T) {
+	s := loadSemantics(t)
+	e := newEngine(t, decision.Config{}, mustDocument(t, s.State))
+	x, err := e.Explain(e.Snapshot(), &decision.Request{TenantID: "lim", Subject: decision.Principal{ID: "p_d"}, Check: decision.CheckSeat, License: "two", At: mustInstant(t, s.At)})
+	if err != nil || x.Allowed || x.Reason != decision.SeatLimitExceeded || x.Rule != "seat rule 5: the subject ranks past seat_limit + seat_overage" {
+		t.Fatalf("explain p_d = %+v, %v", x, err)
+	}
+	var viaSub *decision.Considered
+	for i, c := range x.Records {
+		if c.ID == "l2" {
+			viaSub = &x.Records[i]
+		}
+	}
+	if viaSub == nil || viaSub.Verdict != "grants" || viaSub.Holder.ID != "g_team" || len(viaSub.GroupPath) != 2 || viaSub.GroupPath[0] != "g_sub" {
+		t.Errorf("the group assignment that reaches p_d through g_sub: %+v", viaSub)
+	}
+	if x.Until.Set() && x.From.Set() && x.Until <= x.From {
+		t.Errorf("window [%v, %v)", x.From, x.Until)
+	}
+	// An expired assignment is listed as expired, and bounds the window.
+	x, _ = e.Explain(e.Snapshot(), &decision.Request{TenantID: "lim", Subject: decision.Principal{ID: "p_x"}, Check: decision.CheckSeat, License: "two", At: mustInstant(t, s.At)})
+	if x.Reason != decision.AssignmentExpired || !slices.ContainsFunc(x.Records, func(c decision.Considered) bool { return c.ID == "l5" && c.Verdict == "expired" }) ||
+		x.From != mustInstant(t, "2026-03-01T00:00:00Z") {
+		t.Errorf("explain p_x = %+v", x)
 	}
 }

@@ -31,7 +31,7 @@ type Metrics struct {
 }
 
 // RequestAPIs are the api label values of usher_requests_total.
-var RequestAPIs = [...]string{"evaluate", "batch", "compat", "ext_authz_http", "ext_authz_grpc", "health", "status", "metrics", "leases", "holdings", "other"}
+var RequestAPIs = [...]string{"evaluate", "batch", "compat", "ext_authz_http", "ext_authz_grpc", "health", "status", "metrics", "leases", "holdings", "explain", "other"}
 
 // AuthFronts are the front label values of usher_auth_failures_total.
 var AuthFronts = [...]string{"ext_authz_grpc", "ext_authz_http", "evaluate"}
@@ -186,6 +186,7 @@ const (
 	ReqMetrics
 	ReqLeases
 	ReqHoldings
+	ReqExplain
 	ReqOther
 )
 

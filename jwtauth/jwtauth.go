@@ -31,6 +31,8 @@ type Identity struct {
 	Subject string
 	Tenant  string
 	App     string // "" when the token carries no app scope
+	// Admin: the token's admin claim (Config.AdminClaim) is true.
+	Admin bool
 }
 
 // Config configures a Verifier.
@@ -42,6 +44,9 @@ type Config struct {
 	// SubjectClaim, TenantClaim and AppClaim name the claims; defaults
 	// sub, tenant_id and app_id.
 	SubjectClaim, TenantClaim, AppClaim string
+	// AdminClaim names the boolean claim that lets a token read other
+	// principals' records (explain); default usher_admin.
+	AdminClaim string
 	// Leeway is the clock skew allowed on exp, nbf and iat; default 30s.
 	Leeway time.Duration
 	// Refresh is how often the JWKS is reread; default 5m. An unknown key
@@ -60,6 +65,7 @@ const (
 	DefaultSubjectClaim = "sub"
 	DefaultTenantClaim  = "tenant_id"
 	DefaultAppClaim     = "app_id"
+	DefaultAdminClaim   = "usher_admin"
 	DefaultLeeway       = 30 * time.Second
 	DefaultRefresh      = 5 * time.Minute
 )
@@ -125,6 +131,7 @@ func NewVerifier(ctx context.Context, cfg Config) (*Verifier, error) {
 	def(&cfg.SubjectClaim, DefaultSubjectClaim)
 	def(&cfg.TenantClaim, DefaultTenantClaim)
 	def(&cfg.AppClaim, DefaultAppClaim)
+	def(&cfg.AdminClaim, DefaultAdminClaim)
 	if cfg.Leeway == 0 {
 		cfg.Leeway = DefaultLeeway
 	}
@@ -410,6 +417,13 @@ func (v *Verifier) verifyClaims(ctx context.Context, token string, now time.Time
 	}
 	if id.Subject == "" {
 		return Identity{}, time.Time{}, fail(ReasonBadClaims, "token lacks the subject claim %q", v.cfg.SubjectClaim)
+	}
+	switch a := all[v.cfg.AdminClaim].(type) {
+	case nil:
+	case bool:
+		id.Admin = a
+	default:
+		return Identity{}, time.Time{}, fail(ReasonBadClaims, "claim %q must be a boolean, got %s", v.cfg.AdminClaim, jsonType(a))
 	}
 	if id.Tenant == "" {
 		return Identity{}, time.Time{}, fail(ReasonBadClaims, "token lacks the tenant claim %q", v.cfg.TenantClaim)

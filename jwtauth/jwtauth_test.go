@@ -74,6 +74,7 @@ func TestVerify(t *testing.T) {
 		{"aud holding a number", testjwt.Sign(t, good, map[string]any{"aud": []any{"usher", 5}}), `claim "aud" must be a string or an array of strings, got an array holding a number`},
 		{"sub a number", testjwt.Sign(t, good, map[string]any{"sub": 5}), `claim "sub" must be a string, got a number`},
 		{"iss a boolean", testjwt.Sign(t, good, map[string]any{"iss": true}), `claim "iss" must be a string, got a boolean`},
+		{"admin claim a string", testjwt.Sign(t, good, map[string]any{"usher_admin": "yes"}), `claim "usher_admin" must be a boolean, got a string`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			id, err := v.Verify(ctx, tc.token)

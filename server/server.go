@@ -227,6 +227,11 @@ func (s *Server) route(ctx *fasthttp.RequestCtx) int {
 			s.leaseOp(ctx, strings.TrimPrefix(string(path), "/v1/leases/"))
 		}
 		return decision.ReqLeases
+	case "/v1/explain":
+		if s.method(ctx, fasthttp.MethodPost) {
+			s.explain(ctx)
+		}
+		return decision.ReqExplain
 	case "/v1/holdings", "/v1/holders":
 		if s.method(ctx, fasthttp.MethodPost) {
 			s.holdings(ctx, string(path) == "/v1/holders")

@@ -510,3 +510,29 @@ func TestHoldingsAndHolders(t *testing.T) {
 		t.Errorf("entitlement holdings of u1 = %d %v", status, got)
 	}
 }
+
+// Explain answers what evaluate answers, for every semantics case.
+func TestExplainAgreesWithEvaluate(t *testing.T) {
+	f := start(t, true, 0)
+	var sem struct {
+		At    string                       `json:"at"`
+		Cases []map[string]json.RawMessage `json:"cases"`
+	}
+	if err := json.Unmarshal(semtest.Raw(t), &sem); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range sem.Cases {
+		body := map[string]json.RawMessage{"at": json.RawMessage(strconv.Quote(sem.At))}
+		for _, k := range []string{"tenant_id", "app_id", "subject", "seat", "entitlement", "at"} {
+			if v, ok := c[k]; ok {
+				body[k] = v
+			}
+		}
+		b, _ := json.Marshal(body)
+		_, _, d := f.do(t, "POST", "/v1/evaluate", string(b))
+		status, _, x := f.do(t, "POST", "/v1/explain", string(b))
+		if status != 200 || x["allowed"] != d["allowed"] || x["reason"] != d["reason"] || x["rule"] == "" || x["records"] == nil {
+			t.Errorf("%s: explain = %d %v, evaluate %v", c["name"], status, x, d)
+		}
+	}
+}

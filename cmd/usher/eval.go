@@ -19,6 +19,7 @@ func eval(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("eval", "'JSON'", stderr)
 	state := fs.String("state", "", "state document (default: the embedded demo state)")
 	policyDir := fs.String("policy-dir", "", "directory of .rego policies (default: the embedded rego/)")
+	explain := fs.Bool("explain", false, "print why: the rule that decided, every record considered with its verdict, the answer's window")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -57,6 +58,14 @@ func eval(args []string, stdout, stderr io.Writer) error {
 		return errlines.Prefix("state: ", err)
 	}
 	engine.SetSnapshot(snap)
+	if *explain {
+		x, err := engine.Explain(snap, &req)
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintln(stdout, string(server.AppendExplanation(nil, &x)))
+		return err
+	}
 	d, err := engine.Decide(decision.APICLI, &req)
 	if err != nil {
 		return err

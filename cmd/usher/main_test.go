@@ -574,6 +574,25 @@ func TestServeExtAuthz(t *testing.T) {
 	if got := p.evaluate(t, `{"tenant_id": "acme", "subject": {"id": "alice"}, "seat": {"license": "editor"}}`); got["error"] == nil {
 		t.Errorf("evaluate without a token = %v, want an error", got)
 	}
+	// Explain shows other principals' records: only for an admin token.
+	explain := func(token string) (int, string) {
+		req, _ := http.NewRequest("POST", p.base+"/v1/explain", strings.NewReader(`{"subject": {"id": "frank"}, "seat": {"license": "editor"}}`))
+		req.Header.Set("Authorization", token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := explain(bearer("svc")); code != 403 || !strings.Contains(body, "needs the admin claim") {
+		t.Errorf("explain without the admin claim = %d %s, want 403", code, body)
+	}
+	admin := "Bearer " + testjwt.Sign(t, key, map[string]any{"sub": "ops", "tenant_id": "acme", "usher_admin": true})
+	if code, body := explain(admin); code != 200 || !strings.Contains(body, `"reason":"assignment_denied","rule":"seat rule 4`) || !strings.Contains(body, `"id":"asg_contractors_denied"`) {
+		t.Errorf("explain with the admin claim = %d %s", code, body)
+	}
 }
 
 // TestSIGTERMDrains sends SIGTERM while clients are mid-request: readiness

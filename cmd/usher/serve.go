@@ -58,7 +58,7 @@ type serveFlags struct {
 	state, policyDir, httpAddr, logLevel, logFormat string
 	redisURL, namespace, snapshotFile               string
 	grpcAddr, routes, jwks, issuer, audience        string
-	subClaim, tenantClaim, appClaim                 string
+	subClaim, tenantClaim, appClaim, adminClaim     string
 	leeway, jwksRefresh, shutdownDelay              time.Duration
 	evaluateAuth                                    bool
 	decisionLog, debugAddr                          string
@@ -257,6 +257,7 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveFlags, error) {
 	fs.StringVar(&f.subClaim, "jwt-subject-claim", jwtauth.DefaultSubjectClaim, "claim naming the subject")
 	fs.StringVar(&f.tenantClaim, "jwt-tenant-claim", jwtauth.DefaultTenantClaim, "claim naming the tenant")
 	fs.StringVar(&f.appClaim, "jwt-app-claim", jwtauth.DefaultAppClaim, "claim naming the app scope")
+	fs.StringVar(&f.adminClaim, "admin-claim", jwtauth.DefaultAdminClaim, "boolean claim that lets a token use /v1/explain under --evaluate-auth")
 	fs.DurationVar(&f.leeway, "jwt-leeway", jwtauth.DefaultLeeway, "clock skew allowed on exp and nbf")
 	fs.DurationVar(&f.jwksRefresh, "jwks-refresh", jwtauth.DefaultRefresh, "how often the key set is reread (an unknown kid rereads it at once, at most once a second)")
 	fs.BoolVar(&f.evaluateAuth, "evaluate-auth", false, "require the bearer token on /v1/evaluate, batch and the compat endpoint, and take tenant and app scope from it")
@@ -337,7 +338,7 @@ func startMesh(ctx context.Context, wg *sync.WaitGroup, f *serveFlags, engine *d
 		return nil, nil, nil
 	}
 	verifier, err := jwtauth.NewVerifier(ctx, jwtauth.Config{JWKS: f.jwks, Issuer: f.issuer, Audience: f.audience,
-		SubjectClaim: f.subClaim, TenantClaim: f.tenantClaim, AppClaim: f.appClaim, Leeway: f.leeway, Refresh: f.jwksRefresh, Logger: log})
+		SubjectClaim: f.subClaim, TenantClaim: f.tenantClaim, AppClaim: f.appClaim, AdminClaim: f.adminClaim, Leeway: f.leeway, Refresh: f.jwksRefresh, Logger: log})
 	if err != nil {
 		return nil, nil, usageError{err}
 	}
