@@ -202,6 +202,11 @@ func (s *Server) route(ctx *fasthttp.RequestCtx) int {
 			s.batch(ctx)
 		}
 		return decision.ReqBatch
+	case "/api/v2/seatLicenseAllocations/", "/api/v2/seatLicenseAllocations":
+		if s.method(ctx, fasthttp.MethodGet) {
+			s.allocations(ctx, "")
+		}
+		return decision.ReqCompat
 	case "/api/v2/seatLicenseAllocations/evaluate/", "/api/v2/seatLicenseAllocations/evaluate":
 		if s.method(ctx, fasthttp.MethodPost) {
 			s.compat(ctx)
@@ -250,6 +255,12 @@ func (s *Server) route(ctx *fasthttp.RequestCtx) int {
 		}
 		return decision.ReqMetrics
 	default:
+		if rest, ok := strings.CutPrefix(string(path), "/api/v2/seatLicenseAllocations/"); ok && rest != "" && !strings.Contains(strings.TrimSuffix(rest, "/"), "/") {
+			if s.method(ctx, fasthttp.MethodGet) {
+				s.allocations(ctx, strings.TrimSuffix(rest, "/"))
+			}
+			return decision.ReqCompat
+		}
 		// Either the normalized or the raw path may name the ext_authz
 		// front; extAuthz reads the raw one and refuses what only one names.
 		if s.cfg.Authorizer != nil && (httpfront.Is(path) || httpfront.Is(ctx.Request.Header.RequestURI())) {

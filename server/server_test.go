@@ -294,7 +294,8 @@ func TestCompat(t *testing.T) {
 		t.Errorf("allocation id = %q, want the stable 36-character id of acme/lic_viewer", id)
 	}
 	lic := alloc["seatLicense"].(map[string]any)
-	if alloc["orgId"] != "acme" || lic["id"] != "lic_viewer" || lic["name"] != "viewer" || alloc["limit"] != -1.0 {
+	if alloc["orgId"] != "acme" || lic["id"] != server.LicenseUUID("acme", "lic_viewer") || lic["licenseId"] != "lic_viewer" || lic["name"] != "viewer" ||
+		alloc["limit"] != -1.0 || lic["limit"] != nil || alloc["createdAt"] != "1970-01-01T00:00:00Z" {
 		t.Errorf("allocation = %v, want org acme, license lic_viewer named viewer, limit -1 (unlimited)", alloc)
 	}
 	for _, k := range []string{"createdAt", "updatedAt", "currentAllocation", "subjects"} {
