@@ -174,13 +174,8 @@ func (t *Tenant) candidates(req Request, lic string, pol Policy) []string {
 	switch req.Check {
 	case CheckSeat:
 		if ref, ok := t.refIdx[lic]; ok {
-			lo := sort.Search(len(t.licSeats), func(i int) bool { return t.seats[t.licSeats[i]].lic >= ref })
-			for _, si := range t.licSeats[lo:] {
-				a := &t.seats[si]
-				if a.lic != ref {
-					break
-				}
-				for _, p := range t.personsOf(a.assignee, buf[:0]) {
+			for _, si := range t.licenseSeats(ref) {
+				for _, p := range t.personsOf(t.seats[si].assignee, buf[:0]) {
 					set[t.prins[p].id] = true
 				}
 			}

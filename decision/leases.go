@@ -182,9 +182,9 @@ func (t *Tenant) FloatingInUse(licenseID string, at Instant) int64 {
 	}
 	held, denied := map[int32]bool{}, map[int32]bool{}
 	var buf []int32
-	for _, si := range t.licSeats {
+	for _, si := range t.licenseSeats(lic) {
 		a := &t.seats[si]
-		if a.lic != lic || a.status != StatusActive || !inEffect(a.validFrom, a.expiresAt, at) || a.res == Dynamic {
+		if a.status != StatusActive || !inEffect(a.validFrom, a.expiresAt, at) || a.res == Dynamic {
 			continue
 		}
 		into := held

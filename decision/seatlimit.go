@@ -2,7 +2,6 @@ package decision
 
 import (
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 )
@@ -49,16 +48,12 @@ func (t *Tenant) rankOf(lic uint32, scope string, scopeRef uint32, p int32, at I
 
 // rank orders the persons the license grants at at.
 func (t *Tenant) rank(key rankKey, at Instant) *ranking {
-	lo := sort.Search(len(t.licSeats), func(i int) bool { return t.seats[t.licSeats[i]].lic >= key.lic })
 	win := always
 	first := map[int32]Instant{} // person -> earliest granting assigned_at
 	denied := map[int32]bool{}
 	var buf []int32
-	for _, si := range t.licSeats[lo:] {
+	for _, si := range t.licenseSeats(key.lic) {
 		a := &t.seats[si]
-		if a.lic != key.lic {
-			break
-		}
 		if key.scoped && a.app != key.scope {
 			continue
 		}

@@ -340,21 +340,28 @@ func (t *Tenant) assignment(i int, a *Assignment) {
 		Deleted: s.deleted, AssignedAt: s.assignedAt, ValidFrom: s.validFrom, ExpiresAt: s.expiresAt, LastUsedAt: s.lastUsedAt}
 }
 
+// licenseSeats returns the indexes into seats of the live assignments of
+// the license with ref lic, by id.
+func (t *Tenant) licenseSeats(lic uint32) []int32 {
+	lo := sort.Search(len(t.licSeats), func(i int) bool { return t.seats[t.licSeats[i]].lic >= lic })
+	hi := lo
+	for hi < len(t.licSeats) && t.seats[t.licSeats[hi]].lic == lic {
+		hi++
+	}
+	return t.licSeats[lo:hi]
+}
+
 // LicenseAssignments returns the live assignments of a license, sorted by id.
 func (t *Tenant) LicenseAssignments(licenseID string) []*Assignment {
 	ref, ok := t.refIdx[licenseID]
 	if !ok {
 		return nil
 	}
-	lo := sort.Search(len(t.licSeats), func(i int) bool { return t.seats[t.licSeats[i]].lic >= ref })
-	hi := lo
-	for hi < len(t.licSeats) && t.seats[t.licSeats[hi]].lic == ref {
-		hi++
-	}
-	out := make([]*Assignment, hi-lo)
-	vals := make([]Assignment, hi-lo)
-	for i := range out {
-		t.assignment(int(t.licSeats[lo+i]), &vals[i])
+	seats := t.licenseSeats(ref)
+	out := make([]*Assignment, len(seats))
+	vals := make([]Assignment, len(seats))
+	for i, si := range seats {
+		t.assignment(int(si), &vals[i])
 		out[i] = &vals[i]
 	}
 	return out
