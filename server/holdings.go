@@ -4,7 +4,6 @@ package server
 // POST /v1/holdings and POST /v1/holders.
 
 import (
-	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -34,8 +33,8 @@ type holdBody struct {
 
 func readHoldBody(body []byte, holders bool) (holdBody, error) {
 	var b holdBody
-	if len(bytes.TrimSpace(body)) == 0 {
-		return b, &RequestError{"body", "must be a JSON object, got nothing"}
+	if err := emptyBody(body, ""); err != nil {
+		return b, err
 	}
 	r := newStrictReader(body, "")
 	obj := func(field string, fields map[string]*string) (bool, error) {
@@ -46,7 +45,7 @@ func readHoldBody(body []byte, holders bool) (holdBody, error) {
 			return false, nil
 		})
 	}
-	present, err := r.object("", func(key, field string) (bool, error) {
+	err := r.body(func(key, field string) (bool, error) {
 		var err error
 		switch {
 		case key == "tenant_id":
@@ -84,12 +83,6 @@ func readHoldBody(body []byte, holders bool) (holdBody, error) {
 		}
 		return false, nil
 	})
-	if err == nil && !present {
-		err = &RequestError{"body", "must be a JSON object, got JSON null"}
-	}
-	if err == nil {
-		err = r.end()
-	}
 	return b, err
 }
 

@@ -4,7 +4,6 @@ package server
 // and GET /v1/leases.
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"sort"
@@ -40,11 +39,11 @@ type leaseBody struct {
 // keys it takes.
 func readLeaseBody(body []byte, op string) (leaseBody, error) {
 	var b leaseBody
-	if len(bytes.TrimSpace(body)) == 0 {
-		return b, &RequestError{"body", "must be a JSON object, got nothing"}
+	if err := emptyBody(body, ""); err != nil {
+		return b, err
 	}
 	r := newStrictReader(body, "")
-	present, err := r.object("", func(key, field string) (bool, error) {
+	err := r.body(func(key, field string) (bool, error) {
 		switch {
 		case key == "tenant_id":
 			return true, r.str(field, &b.tenantID)
@@ -78,12 +77,6 @@ func readLeaseBody(body []byte, op string) (leaseBody, error) {
 		}
 		return false, nil
 	})
-	if err == nil && !present {
-		err = &RequestError{"body", "must be a JSON object, got JSON null"}
-	}
-	if err == nil {
-		err = r.end()
-	}
 	if err != nil {
 		return b, err
 	}

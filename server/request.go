@@ -51,11 +51,11 @@ func parseEvaluateSlow(body []byte, prefix, tenant string, r *decision.Request) 
 // readEvaluate decodes an evaluate body with exact keys (strictReader).
 func readEvaluate(body []byte, prefix string) (fastBody, error) {
 	var f fastBody
-	if len(bytes.TrimSpace(body)) == 0 {
-		return f, &RequestError{whole(prefix), "must be a JSON object, got nothing"}
+	if err := emptyBody(body, prefix); err != nil {
+		return f, err
 	}
 	r := newStrictReader(body, prefix)
-	present, err := r.object("", func(key, field string) (bool, error) {
+	err := r.body(func(key, field string) (bool, error) {
 		switch key {
 		case "tenant_id":
 			return true, r.str(field, &f.tenantID)
@@ -101,12 +101,6 @@ func readEvaluate(body []byte, prefix string) (fastBody, error) {
 		}
 		return false, nil
 	})
-	if err == nil && !present {
-		err = &RequestError{whole(prefix), "must be a JSON object, got JSON null"}
-	}
-	if err == nil {
-		err = r.end()
-	}
 	return f, err
 }
 
@@ -226,24 +220,18 @@ func readBatch(body []byte) ([][]byte, error) {
 
 // ParseCompat parses the DataRobot-compatible seat evaluate body.
 func ParseCompat(body []byte) (decision.Request, error) {
-	if len(bytes.TrimSpace(body)) == 0 {
-		return decision.Request{}, &RequestError{"body", "must be a JSON object, got nothing"}
+	if err := emptyBody(body, ""); err != nil {
+		return decision.Request{}, err
 	}
 	var orgID, seatName, subjectID, subjectType, minRevision string
 	r := newStrictReader(body, "")
-	present, err := r.object("", func(key, field string) (bool, error) {
+	err := r.body(func(key, field string) (bool, error) {
 		dst := map[string]*string{"orgId": &orgID, "seatName": &seatName, "subjectId": &subjectID, "subjectType": &subjectType, "min_revision": &minRevision}[key]
 		if dst == nil {
 			return false, nil
 		}
 		return true, r.str(field, dst)
 	})
-	if err == nil && !present {
-		err = &RequestError{"body", "must be a JSON object, got JSON null"}
-	}
-	if err == nil {
-		err = r.end()
-	}
 	if err != nil {
 		return decision.Request{}, err
 	}

@@ -22,6 +22,28 @@ type strictReader struct {
 }
 
 // newStrictReader reads body; when it is empty, the first read says so.
+// emptyBody is the error of a body with nothing in it, or nil.
+func emptyBody(body []byte, prefix string) error {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return &RequestError{whole(prefix), "must be a JSON object, got nothing"}
+	}
+	return nil
+}
+
+// body reads the whole body as one JSON object, handing each key to
+// member (which reports whether it took the key); null and anything after
+// the object are errors.
+func (r *strictReader) body(member func(key, field string) (bool, error)) error {
+	present, err := r.object("", member)
+	if err == nil && !present {
+		err = &RequestError{whole(r.prefix), "must be a JSON object, got JSON null"}
+	}
+	if err == nil {
+		err = r.end()
+	}
+	return err
+}
+
 func newStrictReader(body []byte, prefix string) *strictReader {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
