@@ -468,11 +468,11 @@ func decideSeat(t *Tenant, pol Policy, req *Request, at Instant) (Outcome, Grant
 			}
 		}
 	)
-	if l := t.licByID[req.License]; l != nil && !l.Deleted && visible(req.AppID, l.AppID) {
+	if l := t.licByID[req.License]; l != nil && l.VisibleTo(req.AppID) {
 		consider(l)
 	} else {
 		for _, l := range t.licByName[req.License] {
-			if !l.Deleted && visible(req.AppID, l.AppID) {
+			if l.VisibleTo(req.AppID) {
 				consider(l)
 			}
 		}

@@ -29,7 +29,7 @@ func (e *Engine) SeatHoldings(snap *Snapshot, req Request) ([]Holding, error) {
 		return nil, nil
 	}
 	for _, l := range t.Licenses { // by id
-		if l.Deleted || !visible(req.AppID, l.AppID) {
+		if !l.VisibleTo(req.AppID) {
 			continue
 		}
 		q := req

@@ -145,17 +145,21 @@ func (t *Tenant) Leases(license string) []Lease {
 	return out
 }
 
+// VisibleTo reports whether a check in the app scope sees the license:
+// not deleted, and stamped with that app when the scope names one.
+func (l *License) VisibleTo(app string) bool { return !l.Deleted && visible(app, l.AppID) }
+
 // VisibleLicense returns the license a seat check of license (an id, else
 // a name) would decide on in the app scope: the first visible one.
 func (t *Tenant) VisibleLicense(license, app string) *License {
 	if t == nil {
 		return nil
 	}
-	if l := t.licByID[license]; l != nil && !l.Deleted && visible(app, l.AppID) {
+	if l := t.licByID[license]; l != nil && l.VisibleTo(app) {
 		return l
 	}
 	for _, l := range t.licByName[license] {
-		if !l.Deleted && visible(app, l.AppID) {
+		if l.VisibleTo(app) {
 			return l
 		}
 	}

@@ -248,7 +248,7 @@ func (s *Server) allocations(ctx *fasthttp.RequestCtx, allocationID string) {
 			continue
 		}
 		for _, l := range t.Licenses {
-			if l.Deleted || !visibleTo(id.App, l.AppID) {
+			if !l.VisibleTo(id.App) {
 				continue
 			}
 			if len(licenses) > 0 && !slices.Contains(licenses, l.ID) && !slices.Contains(licenses, LicenseUUID(tid, l.ID)) {
@@ -325,6 +325,3 @@ func (s *Server) allocations(ctx *fasthttp.RequestCtx, allocationID string) {
 	out = jsonw.String(out, snap.TokenText())
 	writeJSON(ctx, fasthttp.StatusOK, append(out, '}'))
 }
-
-// visibleTo reports whether a record stamped app is in the caller's scope.
-func visibleTo(scope, app string) bool { return scope == "" || scope == app }
