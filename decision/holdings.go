@@ -2,7 +2,6 @@ package decision
 
 import (
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 )
@@ -55,55 +54,50 @@ func (e *Engine) EntitlementHoldings(snap *Snapshot, req Request, asset string) 
 	if t == nil || box == nil {
 		return nil, nil
 	}
-	// The assets and types the subject's records name.
-	named := map[string]map[string]bool{}
+	// The (asset, type) pairs the subject's records name, then the
+	// types those imply; sorted and deduplicated (no maps: this is the
+	// part of the answer that is not evaluation).
+	type pair struct{ asset, typ string }
+	var buf [16]pair
+	pairs := buf[:0]
 	t.eachHolder(req.Subject, func(p *principal, _ bool) {
 		for _, i := range t.entIdx[p.e0:p.e1] {
 			g := &t.grants[i]
-			a := t.refs[g.asset]
-			if asset != "" && a != asset {
+			if g.deleted {
 				continue
 			}
-			if named[a] == nil {
-				named[a] = map[string]bool{}
+			if a := t.refs[g.asset]; asset == "" || a == asset {
+				pairs = append(pairs, pair{a, t.refs[g.typ]})
 			}
-			named[a][t.refs[g.typ]] = true
 		}
 	})
-	implied := box.p.Implied()
-	assets := make([]string, 0, len(named))
-	for a := range named {
-		assets = append(assets, a)
-	}
-	sort.Strings(assets)
-	var out []Holding
-	for _, a := range assets {
-		types := map[string]bool{}
-		for typ := range named[a] {
-			types[typ] = true
-		}
-		for _, typ := range implied {
-			for _, by := range box.p.Implying(typ) {
-				if named[a][by] {
-					types[typ] = true
+	named := len(pairs)
+	for _, typ := range box.p.Implied() {
+		for _, by := range box.p.Implying(typ) {
+			for k := range named {
+				if pairs[k].typ == by {
+					pairs = append(pairs, pair{pairs[k].asset, typ})
 				}
 			}
 		}
-		list := make([]string, 0, len(types))
-		for typ := range types {
-			list = append(list, typ)
+	}
+	slices.SortFunc(pairs, func(x, y pair) int {
+		if c := strings.Compare(x.asset, y.asset); c != 0 {
+			return c
 		}
-		sort.Strings(list)
-		for _, typ := range list {
-			q := req
-			q.Check, q.AssetID, q.Type = CheckEntitlement, a, typ
-			o, g, err := e.EvaluateGrant(snap, &q)
-			if err != nil {
-				return nil, err
-			}
-			if o.Allowed {
-				out = append(out, Holding{AssetID: a, Type: typ, Reason: o.Reason, Grant: g, ExpiresAt: t.grantEnd(CheckEntitlement, "", g.ID)})
-			}
+		return strings.Compare(x.typ, y.typ)
+	})
+	pairs = slices.Compact(pairs)
+	var out []Holding
+	for _, pr := range pairs {
+		q := req
+		q.Check, q.AssetID, q.Type = CheckEntitlement, pr.asset, pr.typ
+		o, g, err := e.EvaluateGrant(snap, &q)
+		if err != nil {
+			return nil, err
+		}
+		if o.Allowed {
+			out = append(out, Holding{AssetID: pr.asset, Type: pr.typ, Reason: o.Reason, Grant: g, ExpiresAt: t.grantEnd(CheckEntitlement, "", g.ID)})
 		}
 	}
 	return out, nil

@@ -5,20 +5,39 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/usher-authz/usher/bench/gen"
 	"github.com/usher-authz/usher/decision"
 )
 
 // Holdings, holders and explain agree with evaluate for every subject and every
-// license, asset and type of the semantics state, at several times.
+// license, asset and type of the semantics state and of a generated state, at
+// several times.
 func TestHoldingsAndHoldersAgreeWithEvaluate(t *testing.T) {
 	s := loadSemantics(t)
-	doc := mustDocument(t, s.State)
+	t.Run("semantics", func(t *testing.T) {
+		agreeWithEvaluate(t, mustDocument(t, s.State), s.At, "2025-01-01T00:00:00Z", "2026-02-01T00:00:00Z", "2027-06-01T00:00:00Z")
+	})
+	t.Run("generated", func(t *testing.T) {
+		c := gen.Default()
+		c.Tenants, c.PersonsPerTenant, c.Seed = 3, 40, 5
+		// The generator's windows are around c.Now: before, at and after.
+		agreeWithEvaluate(t, gen.Generate(c), "2025-06-01T00:00:00Z", c.Now.Format(time.RFC3339), "2026-09-01T00:00:00Z")
+	})
+}
+
+func agreeWithEvaluate(t *testing.T, doc *decision.Document, times ...string) {
 	e := newEngine(t, decision.Config{CacheEntries: -1}, doc)
 	snap := e.Snapshot()
 	byTenant := doc.ByTenant()
 	types := []string{"owner", "admin", "contributor", "read_only", "billing"}
-	checked := 0
+	for _, en := range doc.Entitlements {
+		if !slices.Contains(types, en.Type) {
+			types = append(types, en.Type)
+		}
+	}
+	checked, allowed := 0, 0
 	for tenant, d := range byTenant {
 		persons := map[string]bool{"nobody": true}
 		for _, a := range d.Assignments {
@@ -36,7 +55,7 @@ func TestHoldingsAndHoldersAgreeWithEvaluate(t *testing.T) {
 		for _, en := range d.Entitlements {
 			assets[en.AssetID] = true
 		}
-		for _, at := range []string{s.At, "2025-01-01T00:00:00Z", "2026-02-01T00:00:00Z", "2027-06-01T00:00:00Z"} {
+		for _, at := range times {
 			when := mustInstant(t, at)
 			for _, app := range []string{"", "app1"} {
 				holders := map[string][]string{} // check -> persons
@@ -85,6 +104,9 @@ func TestHoldingsAndHoldersAgreeWithEvaluate(t *testing.T) {
 							t.Fatal(err)
 						}
 						checked++
+						if o.Allowed {
+							allowed++
+						}
 						where := fmt.Sprintf("%s/%s app %q at %s: %s", tenant, p, app, at, key)
 						if held[key] != o.Allowed {
 							t.Errorf("%s: holdings say %v, evaluate %v (%s)", where, held[key], o.Allowed, o.Reason)
@@ -112,7 +134,10 @@ func TestHoldingsAndHoldersAgreeWithEvaluate(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("%d (subject, check) pairs agree", checked)
+	t.Logf("%d (subject, check) pairs agree, %d allowed", checked, allowed)
+	if allowed == 0 || allowed == checked {
+		t.Fatalf("a state where all %d checks give the same answer proves nothing", checked)
+	}
 }
 
 // bigGroup is a tenant whose one license is assigned to a group of n persons.
