@@ -3,6 +3,7 @@ package statesync_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -36,5 +37,46 @@ func BenchmarkFollowChange(b *testing.B) {
 			time.Sleep(50 * time.Microsecond)
 		}
 		i++
+	}
+}
+
+// BenchmarkLeaseCheckout is one checkout and one release of a floating
+// license whose tenant also holds n named-seat assignments of other
+// licenses (and a few reserved seats of this one), on loopback: what a
+// lease operation costs as tenants grow.
+func BenchmarkLeaseCheckout(b *testing.B) {
+	for _, n := range []int{0, 1000, 20000} {
+		b.Run(fmt.Sprintf("assignments=%d", n), func(b *testing.B) {
+			c, ns, _ := testRedis(b)
+			w := newWriter(b, c, ns)
+			ctx := context.Background()
+			var doc strings.Builder
+			doc.WriteString(`{"licenses": [{"id": "fl", "tenant_id": "t", "name": "cad", "type": "floating", "seat_limit": 50},
+			 {"id": "named", "tenant_id": "t", "name": "office"}], "assignments": [
+			 {"id": "dyn", "tenant_id": "t", "license_id": "fl", "assignee_id": "everyone", "assignee_type": "group", "reservation": "dynamic"},
+			 {"id": "r1", "tenant_id": "t", "license_id": "fl", "assignee_id": "boss"},
+			 {"id": "r2", "tenant_id": "t", "license_id": "fl", "assignee_id": "deputy"}`)
+			for i := range n {
+				fmt.Fprintf(&doc, `, {"id": "a%d", "tenant_id": "t", "license_id": "named", "assignee_id": "p%d"}`, i, i)
+			}
+			doc.WriteString(`], "groups": [{"id": "everyone", "tenant_id": "t", "members": [{"id": "s", "type": "person"}]}]}`)
+			d, err := decision.DecodeDocument(strings.NewReader(doc.String()))
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := w.Load(ctx, d, true); err != nil {
+				b.Fatal(err)
+			}
+			b.ResetTimer()
+			for b.Loop() {
+				res, err := w.Checkout(ctx, "t", "fl", "s", "", 0)
+				if err != nil || res.Lease == nil || res.Seats.InUse != 3 {
+					b.Fatalf("checkout: %+v %v", res, err)
+				}
+				if _, err := w.Release(ctx, "t", res.Lease.ID); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

@@ -43,6 +43,13 @@ func (k Keys) LeaseHolders(tenant, license string) string {
 	return k.prefix() + "t:" + tenant + ":lease-holders:" + license
 }
 
+// LeaseReserved returns the HASH caching a license's reserved-seat count
+// for the lease script: count, until (Unix ms, -1), the stream id the
+// count is known current at, and the epoch. Deleting it is always safe.
+func (k Keys) LeaseReserved(tenant, license string) string {
+	return k.prefix() + "t:" + tenant + ":lease-reserved:" + license
+}
+
 // Lease is one held seat of a floating license.
 type Lease struct {
 	ID        string    `json:"id"`
@@ -130,7 +137,8 @@ const (
 )
 
 // Seats is a floating license's pool: Limit is seat_limit + seat_overage
-// (-1: unlimited); InUse counts live leases and reserved seats.
+// (-1: unlimited); InUse counts live leases and reserved seats (the
+// reserved ones only in a checkout's answer).
 type Seats struct {
 	Limit, InUse int64
 }
@@ -232,6 +240,7 @@ func (w *Writer) lease(ctx context.Context, op, tenant, license, subject, client
 	keys := []string{
 		w.k.Records(tenant, decision.KindLicense), w.k.Records(tenant, decision.KindAssignment), w.k.Records(tenant, decision.KindGroup),
 		w.k.Leases(tenant), w.k.LeaseExpiries(tenant, license), w.k.LeaseHolders(tenant, license), w.k.Changes(), w.k.Epoch(),
+		w.k.LeaseReserved(tenant, license),
 	}
 	v, err := leaseScript.Run(ctx, w.c, keys, op, tenant, license, subject, client, durationS, newID, leaseID, w.maxLen, newEpoch()).Slice()
 	if err != nil {

@@ -7,7 +7,8 @@
 -- KEYS: 1 licenses, 2 assignments, 3 groups, 4 leases (HASH id -> lease),
 --       5 the license's lease expiries (ZSET id -> expires_ms),
 --       6 the license's holders (HASH subject \0 client -> id),
---       7 changes (STREAM), 8 epoch (STRING)
+--       7 changes (STREAM), 8 epoch (STRING),
+--       9 the license's reserved-seat count (HASH, a cache, below)
 -- ARGV: 1 op (checkout|heartbeat|release|reap), 2 tenant, 3 license id,
 --       4 subject, 5 client id, 6 duration_s asked (0: the license's),
 --       7 new lease id, 8 lease id (heartbeat, release), 9 stream max len,
@@ -96,23 +97,99 @@ local function persons_of(gid, out)
   end
 end
 
-local reserved_count
-local function reserved_seats()
-  if reserved_count then return reserved_count end
+-- A plain search for the license id as a JSON string can skip an
+-- assignment without decoding it, when the id holds nothing a JSON
+-- encoder might escape.
+local lic_needle = nil
+if string.match(lic_id, '^[%w%-_.:@]+$') then lic_needle = '"' .. lic_id .. '"' end
+
+-- count_reserved scans the tenant's assignments: the persons holding a
+-- live reserved seat, and the next instant (ms, or -1) a window of one
+-- of the license's assignments opens or closes.
+local function count_reserved()
   local held, denied = {}, {}
+  local next_edge = -1
+  local function edge(ms)
+    if ms and ms > now and (next_edge < 0 or ms < next_edge) then next_edge = ms end
+  end
   for _, raw in ipairs(redis.call('HVALS', KEYS[2])) do
-    local ok, a = pcall(cjson.decode, raw)
-    if ok and type(a) == 'table' and a.license_id == lic_id and live(a) then
-      local res = str(a.reservation) or 'reserved'
-      local into = nil
-      if res == 'reserved' then into = held elseif res == 'denied' then into = denied end
-      if into and str(a.assignee_id) then
-        if a.assignee_type == 'group' then persons_of(a.assignee_id, into) else into[a.assignee_id] = true end
+    if lic_needle == nil or string.find(raw, lic_needle, 1, true) then
+      local ok, a = pcall(cjson.decode, raw)
+      if ok and type(a) == 'table' and a.license_id == lic_id then
+        edge(millis(a.valid_from))
+        edge(millis(a.expires_at))
+        if live(a) then
+          local res = str(a.reservation) or 'reserved'
+          local into = nil
+          if res == 'reserved' then into = held elseif res == 'denied' then into = denied end
+          if into and str(a.assignee_id) then
+            if a.assignee_type == 'group' then persons_of(a.assignee_id, into) else into[a.assignee_id] = true end
+          end
+        end
       end
     end
   end
   local n = 0
   for p in pairs(held) do if not denied[p] then n = n + 1 end end
+  return n, next_edge
+end
+
+-- Stream ids compared as (ms, seq).
+local function id_less(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
+  return am < bm or (am == bm and as < bs)
+end
+
+-- unchanged_since says whether no event after pos can have changed this
+-- tenant's assignments, groups or licenses, by reading the events after
+-- it: every write puts its event in the same transaction as its record
+-- change (the writers' contract the sidecars rely on too). It answers
+-- how far it read, or nil when it cannot tell (the stream was trimmed
+-- past pos, restored to before it, or holds too many events since).
+local function unchanged_since(pos)
+  local first = redis.call('XRANGE', KEYS[7], '-', '+', 'COUNT', 1)[1]
+  local last = redis.call('XREVRANGE', KEYS[7], '+', '-', 'COUNT', 1)[1]
+  if first == nil or last == nil then return nil end
+  if id_less(pos, first[1]) or id_less(last[1], pos) then return nil end
+  local at = pos
+  for _ = 1, 4 do
+    local batch = redis.call('XRANGE', KEYS[7], '(' .. at, '+', 'COUNT', 256)
+    for _, e in ipairs(batch) do
+      local f, op, t = e[2], nil, nil
+      for i = 1, #f, 2 do
+        if f[i] == 'op' then op = f[i + 1] elseif f[i] == 'tenant' then t = f[i + 1] end
+      end
+      if t == nil or (t == tenant and op ~= 'lease' and op ~= 'lease_end') then return nil end
+      at = e[1]
+    end
+    if #batch < 256 then return at end
+  end
+  return nil
+end
+
+-- reserved_seats counts the license's reserved seats, from the cache
+-- while no record of the tenant changed and no window edge passed.
+local reserved_count
+local function reserved_seats()
+  if reserved_count then return reserved_count end
+  local c = redis.call('HMGET', KEYS[9], 'count', 'until', 'pos', 'epoch')
+  if c[1] and c[4] == epoch and (tonumber(c[2]) < 0 or now < tonumber(c[2])) then
+    local upto = unchanged_since(c[3])
+    if upto then
+      if upto ~= c[3] then redis.call('HSET', KEYS[9], 'pos', upto) end
+      reserved_count = tonumber(c[1])
+      return reserved_count
+    end
+  end
+  local n, next_edge = count_reserved()
+  local last = redis.call('XREVRANGE', KEYS[7], '+', '-', 'COUNT', 1)[1]
+  if last then
+    redis.call('HSET', KEYS[9], 'count', n, 'until', next_edge, 'pos', last[1], 'epoch', epoch)
+  else
+    redis.call('DEL', KEYS[9])
+  end
   reserved_count = n
   return n
 end
@@ -155,9 +232,10 @@ local l = license()
 local limit = -1
 if l and type(l.seat_limit) == 'number' then limit = l.seat_limit + (tonumber(l.seat_overage) or 0) end
 
+-- Only a checkout's answer carries the pool.
 local function answer(status, lease_js)
   local in_use = redis.call('ZCARD', KEYS[5])
-  if l then in_use = in_use + reserved_seats() end
+  if l and op == 'checkout' then in_use = in_use + reserved_seats() end
   return {status, lease_js or '', in_use, limit, last_event, epoch}
 end
 

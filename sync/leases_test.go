@@ -11,6 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/usher-authz/usher/decision"
 	statesync "github.com/usher-authz/usher/sync"
 )
 
@@ -61,8 +62,9 @@ func TestLeases(t *testing.T) {
 	if full := checkout("u2", "", 0); full.Status != statesync.LeaseNoSeatAvailable || full.Lease != nil || full.Seats != (statesync.Seats{Limit: 3, InUse: 3}) {
 		t.Errorf("a fourth seat = %+v, want no_seat_available", full)
 	}
-	// A release frees the seat at once.
-	if r, err := w.Release(ctx, "t", b.Lease.ID); err != nil || r.Status != statesync.LeaseReleased || r.Seats.InUse != 2 {
+	// A release frees the seat at once (its answer counts the leases left,
+	// not the reserved seats: only a checkout's answer has the pool).
+	if r, err := w.Release(ctx, "t", b.Lease.ID); err != nil || r.Status != statesync.LeaseReleased || r.Seats.InUse != 1 {
 		t.Errorf("release = %+v, %v", r, err)
 	}
 	if r, err := w.Release(ctx, "t", b.Lease.ID); err != nil || r.Status != statesync.LeaseNotHeld {
@@ -275,5 +277,124 @@ func TestFollowerKnowsLeases(t *testing.T) {
 	tok := fl.snap.Load().Token()
 	if tok.Ms < second.Revision.Ms {
 		t.Errorf("follower at %s, behind the checkout's %s", tok, second.Revision)
+	}
+}
+
+// The lease script keeps a license's reserved-seat count between
+// operations; every change that can move it is seen: a record of the
+// tenant written, a window edge passing, the stream trimmed past the
+// count's position, another epoch. Changes of other tenants and lease
+// events are not (the count is poisoned here to show it is reused).
+func TestLeaseReservedCount(t *testing.T) {
+	c, ns, _ := testRedis(t)
+	w := newWriter(t, c, ns)
+	ctx := context.Background()
+	if _, err := w.Load(ctx, parse(t, floatingState), false); err != nil {
+		t.Fatal(err)
+	}
+	key := w.Keys().LeaseReserved("t", "fl")
+	// inUse checks out for a fresh subject, releases, and answers the pool
+	// the checkout saw (leases held by others: none).
+	n := 0
+	inUse := func() int64 {
+		t.Helper()
+		n++
+		res, err := w.Checkout(ctx, "t", "fl", fmt.Sprintf("probe%d", n), "", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Lease != nil {
+			if _, err := w.Release(ctx, "t", res.Lease.ID); err != nil {
+				t.Fatal(err)
+			}
+			return res.Seats.InUse - 1
+		}
+		return res.Seats.InUse
+	}
+	poison := func() {
+		t.Helper()
+		if err := c.HSet(ctx, key, "count", 7).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put := func(kind decision.Kind, rec string) {
+		t.Helper()
+		if _, err := w.Put(ctx, kind, []byte(rec)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := inUse(); got != 1 {
+		t.Fatalf("reserved seats = %d, want 1 (r1)", got)
+	}
+	poison()
+	put(decision.KindLicense, `{"id": "fl", "tenant_id": "other", "name": "cad"}`)
+	put(decision.KindAssignment, `{"id": "x", "tenant_id": "other", "license_id": "fl", "assignee_id": "z"}`)
+	if got := inUse(); got != 7 {
+		t.Fatalf("after writes of another tenant and lease events: %d, want the kept count 7", got)
+	}
+	for _, tc := range []struct {
+		name   string
+		change func()
+		want   int64
+	}{
+		{"a reserved assignment added", func() {
+			put(decision.KindAssignment, `{"id": "r4", "tenant_id": "t", "license_id": "fl", "assignee_id": "r4"}`)
+		}, 2},
+		{"a group member added", func() {
+			put(decision.KindGroup, `{"id": "g", "tenant_id": "t", "members": [{"id": "r1", "type": "person"}, {"id": "r2", "type": "person"}, {"id": "r5", "type": "person"}]}`)
+		}, 3},
+		{"an assignment deleted", func() {
+			if _, err := w.Delete(ctx, decision.KindAssignment, "t", "r4"); err != nil {
+				t.Fatal(err)
+			}
+		}, 2},
+		{"the tenant reloaded", func() {
+			if _, err := w.Load(ctx, parse(t, floatingState), false); err != nil {
+				t.Fatal(err)
+			}
+		}, 1},
+		{"the stream trimmed past the count", func() {
+			inUse()
+			poison()
+			if err := c.XTrimMaxLen(ctx, w.Keys().Changes(), 0).Err(); err != nil {
+				t.Fatal(err)
+			}
+			put(decision.KindAssignment, `{"id": "x2", "tenant_id": "other", "license_id": "fl", "assignee_id": "z"}`)
+		}, 1},
+		{"another epoch", func() {
+			inUse()
+			poison()
+			if err := c.HSet(ctx, key, "epoch", "elsewhen").Err(); err != nil {
+				t.Fatal(err)
+			}
+		}, 1},
+	} {
+		inUse()
+		tc.change()
+		if got := inUse(); got != tc.want {
+			t.Errorf("%s: reserved seats = %d, want %d", tc.name, got, tc.want)
+		}
+	}
+
+	// A reserved assignment that ends soon stops counting when it ends,
+	// by Redis's clock, with no write in between.
+	now, err := c.Time(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	end := now.Add(1500 * time.Millisecond)
+	put(decision.KindAssignment, fmt.Sprintf(`{"id": "brief", "tenant_id": "t", "license_id": "fl", "assignee_id": "r6", "expires_at": %q}`, end.UTC().Format(time.RFC3339Nano)))
+	if got := inUse(); got != 2 {
+		t.Fatalf("with a brief reserved seat: %d, want 2", got)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		got := inUse()
+		if got == 1 {
+			break
+		}
+		if got != 2 || time.Now().After(deadline) {
+			t.Fatalf("after the brief seat's expiry at %s: %d reserved, want 1", end, got)
+		}
+		time.Sleep(20 * time.Millisecond) // polls a condition with a deadline
 	}
 }
