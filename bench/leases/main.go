@@ -3,9 +3,10 @@
 // and checks that no more leases ever exist than seats: by Redis's own
 // count, watched throughout, and by replaying the change stream. Faults
 // (CLIENT KILL of every connection, a Redis restart) happen mid-race. It
-// then measures checkout and heartbeat latency at a fixed rate, how soon
-// after its expiry every sidecar stops granting a lease nobody renewed,
-// and prints the figures. Only loopback addresses are used.
+// then measures how soon after its expiry every sidecar stops granting a
+// lease nobody renewed, and checkout and heartbeat latency at a fixed rate
+// (with every sidecar following, then with only the answering one), and
+// prints the figures. Only loopback addresses are used.
 //
 //	go run ./bench/leases -sidecars 8 -clients 64 -seconds 15
 package main
@@ -120,6 +121,7 @@ func run(sidecars, clients int, dur time.Duration, rate int) error {
 	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/usher").CombinedOutput(); err != nil {
 		return fmt.Errorf("build usher: %v\n%s", err, out)
 	}
+	var stops []func()
 	for range sidecars {
 		addr, err := benchutil.FreeAddr()
 		if err != nil {
@@ -130,7 +132,9 @@ func run(sidecars, clients int, dur time.Duration, rate int) error {
 		if err := cmd.Start(); err != nil {
 			return err
 		}
-		defer func() { cmd.Process.Signal(os.Interrupt); cmd.Wait() }()
+		stop := sync.OnceFunc(func() { cmd.Process.Signal(os.Interrupt); cmd.Wait() })
+		defer stop()
+		stops = append(stops, stop)
 		b.bases = append(b.bases, "http://"+addr)
 	}
 	for _, base := range b.bases {
@@ -149,13 +153,29 @@ func run(sidecars, clients int, dur time.Duration, rate int) error {
 		total += n
 	}
 	fmt.Printf("\n%d checkout attempts in all\n\n", total)
+	if err := b.expiry(); err != nil {
+		return err
+	}
+	fmt.Printf("\nwith all %d sidecars following (every lease event applied %d times on these 2 cores):\n", sidecars, sidecars)
 	if err := b.latency(rate, false); err != nil {
 		return err
 	}
 	if err := b.latency(rate, true); err != nil {
 		return err
 	}
-	return b.expiry()
+	if sidecars == 1 {
+		return nil
+	}
+	// A lease operation's own cost: the sidecar answering and its Redis,
+	// without the other followers' load on the same cores.
+	for _, stop := range stops[1:] {
+		stop()
+	}
+	fmt.Printf("\nwith only the answering sidecar following:\n")
+	if err := b.latency(rate, false); err != nil {
+		return err
+	}
+	return b.latency(rate, true)
 }
 
 func (b *bench) ready(base string) error {
@@ -421,7 +441,7 @@ func (b *bench) expiry() error {
 	q := func(p float64) time.Duration {
 		return lags[min(len(lags)-1, int(p*float64(len(lags))))].Round(time.Microsecond)
 	}
-	fmt.Printf("\nexpiry, a 1 s lease nobody renews, from expires_at to a denial on each of %d sidecars (%d samples): p50 %v  p99 %v  max %v\n",
+	fmt.Printf("expiry, a 1 s lease nobody renews, from expires_at to a denial on each of %d sidecars (%d samples): p50 %v  p99 %v  max %v\n",
 		len(b.bases), len(lags), q(0.5), q(0.99), lags[len(lags)-1].Round(time.Microsecond))
 	return nil
 }
