@@ -309,6 +309,17 @@ func (s *Server) listLeases(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, fasthttp.StatusForbidden, "forbidden", fmt.Sprintf("tenant_id: %s is outside the token's tenant %s", decision.Quote(tenant), decision.Quote(id.Tenant)))
 		return
 	}
+	if raw := args.Peek("min_revision"); len(raw) > 0 {
+		tok, err := decision.ParseToken(string(raw))
+		if err != nil {
+			writeError(ctx, fasthttp.StatusBadRequest, "invalid_request", "min_revision: "+err.Error())
+			return
+		}
+		if _, err := s.cfg.Engine.Await(tok); err != nil {
+			s.engineError(ctx, err)
+			return
+		}
+	}
 	snap := s.cfg.Engine.Snapshot()
 	if snap == nil {
 		s.engineError(ctx, decision.ErrNoState)

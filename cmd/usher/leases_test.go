@@ -74,15 +74,23 @@ func TestServeLeases(t *testing.T) {
 	if l, _ := got["lease"].(map[string]any); code != 200 || l["id"] != id || got["revision"] == nil {
 		t.Errorf("heartbeat = %d %v", code, got)
 	}
-	eventually(t, "the operators' list", func() bool {
-		r, err := http.Get(p.base + "/v1/leases?tenant_id=t1&license=cad")
+	list := func(query string) (int, string) {
+		t.Helper()
+		r, err := http.Get(p.base + "/v1/leases?tenant_id=t1&license=cad" + query)
 		if err != nil {
-			return false
+			t.Fatal(err)
 		}
 		defer r.Body.Close()
 		b, _ := io.ReadAll(r.Body)
-		return r.StatusCode == 200 && strings.Contains(string(b), `"id":"`+id+`","subject":"u1"`)
-	})
+		return r.StatusCode, string(b)
+	}
+	// The operators' list at the heartbeat's revision holds the lease: no waiting.
+	if code, b := list("&min_revision=" + got["revision"].(string)); code != 200 || !strings.Contains(b, `"id":"`+id+`","subject":"u1"`) {
+		t.Errorf("the list at the heartbeat's revision = %d %s", code, b)
+	}
+	if code, b := list("&min_revision=nonsense"); code != 400 || !strings.Contains(b, "min_revision: ") {
+		t.Errorf("the list with a malformed min_revision = %d %s, want 400 naming min_revision", code, b)
+	}
 	code, _, got = p.post(t, "/v1/leases/release", fmt.Sprintf(`{"tenant_id": "t1", "lease_id": %q}`, id))
 	if code != 200 || got["released"] != true {
 		t.Errorf("release = %d %v", code, got)
