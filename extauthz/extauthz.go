@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -33,6 +34,9 @@ type Config struct {
 	// Leases checks out floating seats for routes with checkout: true;
 	// nil (a sidecar without Redis) answers those 503.
 	Leases Checkouts
+	// NoRouteMemo evaluates the route policy on every request, not only
+	// when the memo cannot answer (memo.go).
+	NoRouteMemo bool
 }
 
 // Checkouts takes or renews a lease of a floating license in Redis
@@ -62,7 +66,10 @@ func (c Config) Validate() error {
 }
 
 // Authorizer answers ext_authz checks. It is safe for concurrent use.
-type Authorizer struct{ cfg Config }
+type Authorizer struct {
+	cfg  Config
+	memo atomic.Pointer[routeMemo]
+}
 
 // New validates cfg.
 func New(cfg Config) (*Authorizer, error) {
@@ -171,6 +178,26 @@ func (a *Authorizer) Check(ctx context.Context, api decision.API, r Request) Res
 	if i := strings.IndexByte(path, '?'); i >= 0 {
 		path = path[:i]
 	}
+	m, matched := a.cfg.Routes.Match(r.Method, segs)
+	if matched && m.Route.Checkout {
+		if res, ok := a.checkout(ctx, id, m.Route.Seat, r.ClientID); !ok {
+			return res
+		}
+	}
+	ch := checker{a.cfg.Engine, api, id}
+	memo := a.memoFor(pol)
+	var kb [256]byte
+	var key []byte
+	if memo != nil {
+		key = memoKey(kb[:0], r.Method, path, id.Tenant, id.App, id.Subject)
+		out, ok, err := memo.replay(key, ch)
+		if err != nil {
+			return a.policyFailed(err, path)
+		}
+		if ok {
+			return a.result(api, id, out)
+		}
+	}
 	items := [][2]*ast.Term{
 		ast.Item(ast.StringTerm("method"), ast.StringTerm(r.Method)),
 		ast.Item(ast.StringTerm("path"), ast.StringTerm(path)),
@@ -180,12 +207,7 @@ func (a *Authorizer) Check(ctx context.Context, api decision.API, r Request) Res
 			ast.Item(ast.StringTerm("id"), ast.StringTerm(id.Subject)),
 			ast.Item(ast.StringTerm("type"), ast.StringTerm("person")))),
 	}
-	if m, ok := a.cfg.Routes.Match(r.Method, segs); ok {
-		if m.Route.Checkout {
-			if res, ok := a.checkout(ctx, id, m.Route.Seat, r.ClientID); !ok {
-				return res
-			}
-		}
+	if matched {
 		params := ast.NewObject()
 		for k, v := range m.Params {
 			params.Insert(ast.StringTerm(k), ast.StringTerm(v))
@@ -204,11 +226,28 @@ func (a *Authorizer) Check(ctx context.Context, api decision.API, r Request) Res
 		}
 		items = append(items, ast.Item(ast.StringTerm("route"), ast.NewTerm(route)))
 	}
-	out, err := pol.Route(policy.WithChecker(ctx, checker{a.cfg.Engine, api, id}), ast.NewObject(items...))
-	if err != nil {
-		a.cfg.Logger.Error("route policy failed", "error", err, "path", path)
-		return Result{Status: Unavailable, Reason: "unavailable", Message: fmt.Sprintf("route policy failed: %v", err)}
+	var pc policy.Checker = ch
+	var rec *recorder
+	if memo != nil {
+		rec = &recorder{ch: ch}
+		pc = rec
 	}
+	out, err := pol.Route(policy.WithChecker(ctx, pc), ast.NewObject(items...))
+	if err != nil {
+		return a.policyFailed(err, path)
+	}
+	if memo != nil {
+		memo.record(key, rec.calls, out)
+	}
+	return a.result(api, id, out)
+}
+
+func (a *Authorizer) policyFailed(err error, path string) Result {
+	a.cfg.Logger.Error("route policy failed", "error", err, "path", path)
+	return Result{Status: Unavailable, Reason: "unavailable", Message: fmt.Sprintf("route policy failed: %v", err)}
+}
+
+func (a *Authorizer) result(api decision.API, id jwtauth.Identity, out policy.RouteOutcome) Result {
 	res := Result{Status: Denied, Reason: out.Reason.String(), DecisionID: out.DecisionID, Headers: out.Headers,
 		Revision: a.cfg.Engine.Snapshot().TokenText()}
 	if out.Allowed {
@@ -219,6 +258,29 @@ func (a *Authorizer) Check(ctx context.Context, api decision.API, r Request) Res
 		res.DecisionID = d.ID.String()
 	}
 	return res
+}
+
+// memoFor returns the route memo of pol, or nil when pol's answers cannot
+// be reused (or the memo is off).
+func (a *Authorizer) memoFor(pol *policy.Compiled) *routeMemo {
+	if a.cfg.NoRouteMemo {
+		return nil
+	}
+	if ok, _ := pol.RouteDeterministic(); !ok {
+		return nil
+	}
+	m := a.memo.Load()
+	if m != nil && m.pol == pol {
+		return m
+	}
+	n := newRouteMemo(pol)
+	if a.memo.CompareAndSwap(m, n) {
+		return n
+	}
+	if m = a.memo.Load(); m != nil && m.pol == pol {
+		return m
+	}
+	return n
 }
 
 // checkout makes sure the caller holds a lease of a floating license

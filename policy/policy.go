@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"path"
+	"slices"
 	"sort"
 	"strings"
 
@@ -39,6 +40,9 @@ type Compiled struct {
 	implying map[string][]string
 	route    oparego.PreparedEvalQuery
 	hasRoute bool
+	// nondet names a nondeterministic built-in the modules call (other
+	// than usher.seat and usher.entitled); "" when there is none.
+	nondet string
 }
 
 var _ decision.Policy = (*Compiled)(nil)
@@ -169,9 +173,49 @@ func compile(ctx context.Context, srcs map[string]string, digest string, rev uin
 			return nil, err
 		}
 		c.hasRoute = true
+		c.nondet = nondeterministic(compiler)
 	}
 	return c, nil
 }
+
+// nondeterministic returns the first built-in the modules call whose
+// answer is not a function of its arguments (time.now_ns, http.send,
+// rand.intn, …), or "".
+func nondeterministic(compiler *ast.Compiler) string {
+	var found []string
+	for _, m := range compiler.Modules {
+		ast.WalkExprs(m, func(e *ast.Expr) bool {
+			if !e.IsCall() {
+				return false
+			}
+			name := e.Operator().String()
+			if b, ok := ast.BuiltinMap[name]; ok && b.Nondeterministic {
+				found = append(found, name)
+			}
+			return false
+		})
+		ast.WalkTerms(m, func(t *ast.Term) bool {
+			if call, ok := t.Value.(ast.Call); ok && len(call) > 0 {
+				name := call[0].String()
+				if b, ok := ast.BuiltinMap[name]; ok && b.Nondeterministic {
+					found = append(found, name)
+				}
+			}
+			return false
+		})
+	}
+	slices.Sort(found)
+	if len(found) == 0 {
+		return ""
+	}
+	return found[0]
+}
+
+// RouteDeterministic reports whether the route policy's answer is a
+// function of its input and the answers of its usher.seat and
+// usher.entitled calls, so that an answer can be reused while those
+// calls answer the same; otherwise it names the built-in that is not.
+func (c *Compiled) RouteDeterministic() (bool, string) { return c.nondet == "", c.nondet }
 
 // HasRoute reports whether the policy defines the ext_authz route decision.
 func (c *Compiled) HasRoute() bool { return c.hasRoute }
