@@ -130,6 +130,9 @@ type Result struct {
 	Headers     map[string]string // added upstream when allowed
 	// Revision is the revision token of the state answered from.
 	Revision string
+	// Tenant and Subject are the verified caller's (empty when the token
+	// was refused).
+	Tenant, Subject string
 }
 
 type checker struct {
@@ -148,9 +151,10 @@ func (c checker) Entitled(s decision.Principal, asset, typ string) (decision.Dec
 }
 
 // Check authorizes one proxied request.
-func (a *Authorizer) Check(ctx context.Context, api decision.API, r Request) Result {
+func (a *Authorizer) Check(ctx context.Context, api decision.API, r Request) (res Result) {
 	tok, err := jwtauth.BearerToken(r.Authorization)
 	var id jwtauth.Identity
+	defer func() { res.Tenant, res.Subject = id.Tenant, id.Subject }() // every answer past the token names the caller
 	if err == nil {
 		id, err = a.cfg.Verifier.Verify(ctx, tok)
 	}
@@ -355,16 +359,20 @@ type Reply struct {
 	Body    []byte
 }
 
+// ReasonHeader carries an answer's reason, allowed or not, for logs.
+const ReasonHeader = "x-usher-reason"
+
 // Reply encodes r.
 func (r Result) Reply() Reply {
 	if r.Status == Allowed {
-		hs := []Header{{"x-usher-decision-id", r.DecisionID}, {"x-usher-revision", r.Revision}}
+		hs := make([]Header, 0, 3+len(r.Headers))
+		hs = append(hs, Header{"x-usher-decision-id", r.DecisionID}, Header{"x-usher-revision", r.Revision}, Header{ReasonHeader, r.Reason})
 		for k, v := range r.Headers {
 			hs = append(hs, Header{k, v})
 		}
 		return Reply{Status: 200, Headers: hs}
 	}
-	hs := []Header{{"content-type", "application/json"}}
+	hs := []Header{{"content-type", "application/json"}, {ReasonHeader, r.Reason}}
 	switch r.Status {
 	case Denied:
 		b := []byte(`{"allowed":false,"reason":`)

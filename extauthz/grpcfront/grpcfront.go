@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/usher-authz/usher/decision"
 	"github.com/usher-authz/usher/extauthz"
@@ -77,8 +78,9 @@ func Response(r extauthz.Result) *authv3.CheckResponse {
 	}
 	if r.Status == extauthz.Allowed {
 		return &authv3.CheckResponse{
-			Status:       &status.Status{Code: int32(codes.OK)},
-			HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{Headers: hs}},
+			Status:          &status.Status{Code: int32(codes.OK)},
+			HttpResponse:    &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{Headers: hs}},
+			DynamicMetadata: metadata(r),
 		}
 	}
 	code := map[extauthz.Status]codes.Code{extauthz.Denied: codes.PermissionDenied, extauthz.Unauthenticated: codes.Unauthenticated,
@@ -87,11 +89,25 @@ func Response(r extauthz.Result) *authv3.CheckResponse {
 		code = codes.Unavailable
 	}
 	return &authv3.CheckResponse{
-		Status: &status.Status{Code: int32(code), Message: r.Reason},
+		DynamicMetadata: metadata(r),
+		Status:          &status.Status{Code: int32(code), Message: r.Reason},
 		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
 			Status: &typev3.HttpStatus{Code: typev3.StatusCode(rep.Status)}, Headers: hs, Body: string(rep.Body),
 		}},
 	}
+}
+
+// metadata is the answer as Envoy dynamic metadata (under the filter's
+// namespace, envoy.filters.http.ext_authz), for access logs: reason,
+// decision_id, tenant_id and subject, each when known.
+func metadata(r extauthz.Result) *structpb.Struct {
+	fields := make(map[string]*structpb.Value, 4)
+	for _, f := range [...]struct{ k, v string }{{"reason", r.Reason}, {"decision_id", r.DecisionID}, {"tenant_id", r.Tenant}, {"subject", r.Subject}} {
+		if f.v != "" {
+			fields[f.k] = structpb.NewStringValue(f.v)
+		}
+	}
+	return &structpb.Struct{Fields: fields}
 }
 
 // NewServer returns a gRPC server with the Authorization service and the

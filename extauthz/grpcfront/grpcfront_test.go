@@ -3,6 +3,7 @@ package grpcfront_test
 import (
 	"bufio"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"io"
 	"net"
@@ -104,6 +105,7 @@ type answer struct {
 	status  int    // HTTP status Envoy would return (200 allow)
 	reason  string // decision reason, or "unauthenticated"
 	headers map[string]string
+	meta    map[string]string // gRPC: the dynamic metadata
 }
 
 func (f *fixture) viaGRPC(t *testing.T, method, path, authorization string) answer {
@@ -117,7 +119,10 @@ func (f *fixture) viaGRPC(t *testing.T, method, path, authorization string) answ
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := answer{headers: map[string]string{}}
+	a := answer{headers: map[string]string{}, meta: map[string]string{}}
+	for k, v := range resp.GetDynamicMetadata().GetFields() {
+		a.meta[k] = v.GetStringValue()
+	}
 	switch codes.Code(resp.GetStatus().GetCode()) {
 	case codes.OK:
 		a.allowed, a.status = true, 200
@@ -234,6 +239,22 @@ func TestChecks(t *testing.T) {
 				}
 				if tc.status == 200 && (a.headers["x-usher-tenant"] == "" || a.headers["x-usher-subject"] == "") {
 					t.Errorf("%s: allowed without the policy's headers: %v", front, a.headers)
+				}
+				// The reason rides along on every answer: the decision's when
+				// allowed (not the word "allowed"), else the refusal's.
+				if why := a.headers["x-usher-reason"]; why == "" || why == "allowed" || tc.status != 200 && why != tc.reason {
+					t.Errorf("%s: x-usher-reason = %q (%d %s)", front, why, a.status, a.reason)
+				}
+				if front == "grpc" {
+					want := map[string]string{"reason": a.headers["x-usher-reason"], "decision_id": a.headers["x-usher-decision-id"]}
+					if tc.status != 401 {
+						want["tenant_id"], want["subject"] = claimsOf(t, tc.auth)
+					}
+					for k, v := range want {
+						if a.meta[k] != v || v == "" && tc.status != 401 {
+							t.Errorf("grpc: dynamic metadata %s = %q, want %q (%v)", k, a.meta[k], v, a.meta)
+						}
+					}
 				}
 				if tc.status == 401 && !strings.HasPrefix(a.headers["www-authenticate"], "Bearer") {
 					t.Errorf("%s: 401 without WWW-Authenticate: %v", front, a.headers)
@@ -501,4 +522,22 @@ func BenchmarkCheckService(b *testing.B) {
 	for b.Loop() {
 		svc.Check(ctx, req)
 	}
+}
+
+// claimsOf reads the tenant and subject of a bearer token, unverified.
+func claimsOf(t *testing.T, auth string) (tenant, subject string) {
+	t.Helper()
+	parts := strings.Split(strings.TrimPrefix(auth, "Bearer "), ".")
+	raw, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c struct {
+		Tenant  string `json:"tenant_id"`
+		Subject string `json:"sub"`
+	}
+	if err := json.Unmarshal(raw, &c); err != nil {
+		t.Fatal(err)
+	}
+	return c.Tenant, c.Subject
 }
