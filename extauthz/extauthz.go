@@ -101,6 +101,9 @@ type Request struct {
 	MinRevision string
 	// ClientID is the x-usher-client-id header (routes with checkout: true).
 	ClientID string
+	// Header looks up a request header by lower-case name, for routes that
+	// take a value from_header; nil: none.
+	Header func(name string) string
 }
 
 // MinRevisionHeader names the header that carries Request.MinRevision.
@@ -182,9 +185,12 @@ func (a *Authorizer) Check(ctx context.Context, api decision.API, r Request) (re
 	if i := strings.IndexByte(path, '?'); i >= 0 {
 		path = path[:i]
 	}
-	m, matched := a.cfg.Routes.Match(r.Method, segs)
+	m, matched := a.cfg.Routes.Match(r.Method, segs, r.Header)
+	if matched && m.Missing != "" {
+		return Result{Status: Invalid, Reason: "invalid_request", Message: fmt.Sprintf("routes[%d] (%s): %s: the request holds no value for it", m.Index, m.Route.Path, m.Missing)}
+	}
 	if matched && m.Route.Checkout {
-		if res, ok := a.checkout(ctx, id, m.Route.Seat, r.ClientID); !ok {
+		if res, ok := a.checkout(ctx, id, m.License, r.ClientID); !ok {
 			return res
 		}
 	}
@@ -193,7 +199,7 @@ func (a *Authorizer) Check(ctx context.Context, api decision.API, r Request) (re
 	var kb [256]byte
 	var key []byte
 	if memo != nil {
-		key = memoKey(kb[:0], r.Method, path, id.Tenant, id.App, id.Subject)
+		key = memoKey(kb[:0], r.Method, path, id.Tenant, id.App, id.Subject, m.License, m.Type, m.Asset)
 		out, ok, err := memo.replay(key, ch)
 		if err != nil {
 			return a.policyFailed(err, path)
@@ -222,10 +228,10 @@ func (a *Authorizer) Check(ctx context.Context, api decision.API, r Request) (re
 			ast.Item(ast.StringTerm("path"), ast.StringTerm(m.Route.Path)),
 			ast.Item(ast.StringTerm("params"), ast.NewTerm(params)),
 		)
-		if m.Route.Seat != "" {
-			route.Insert(ast.StringTerm("seat"), ast.StringTerm(m.Route.Seat))
+		if !m.Route.Seat.IsZero() {
+			route.Insert(ast.StringTerm("seat"), ast.StringTerm(m.License))
 		} else {
-			route.Insert(ast.StringTerm("entitlement"), ast.StringTerm(m.Route.Entitlement))
+			route.Insert(ast.StringTerm("entitlement"), ast.StringTerm(m.Type))
 			route.Insert(ast.StringTerm("asset_id"), ast.StringTerm(m.Asset))
 		}
 		items = append(items, ast.Item(ast.StringTerm("route"), ast.NewTerm(route)))

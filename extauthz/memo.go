@@ -76,9 +76,10 @@ func newRouteMemo(pol *policy.Compiled) *routeMemo {
 
 // memoKey is the route policy's input, in one string: what the request
 // carries that the input holds (the route match follows from method and
-// path, the route table being the authorizer's).
-func memoKey(buf []byte, method, path, tenant, app, subject string) []byte {
-	for _, s := range [...]string{method, path, tenant, app, subject} {
+// path, the route table being the authorizer's, but for values read from
+// headers: the resolved license, type and asset).
+func memoKey(buf []byte, method, path, tenant, app, subject, license, typ, asset string) []byte {
+	for _, s := range [...]string{method, path, tenant, app, subject, license, typ, asset} {
 		buf = append(buf, s...)
 		buf = append(buf, 0)
 	}

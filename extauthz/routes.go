@@ -2,11 +2,13 @@ package extauthz
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -17,18 +19,94 @@ import (
 // Route says what a request needs: a seat of a license, or an entitlement
 // on an asset (by default the asset named by the path's {asset_id}).
 type Route struct {
-	Method      string `json:"method,omitempty"` // "" matches any method
-	Path        string `json:"path"`             // segments, {param}s and a final *
-	Seat        string `json:"seat,omitempty"`
-	Entitlement string `json:"entitlement,omitempty"`
-	// Asset names the entitlement's asset: a literal id or "{param}";
-	// default "{asset_id}".
-	Asset string `json:"asset,omitempty"`
+	Method string `json:"method,omitempty"` // "" matches any method
+	Path   string `json:"path"`             // segments, {param}s and a final *
+	// Seat is the license (a name or id), Entitlement the type; either
+	// may come from the path or a header (Source).
+	Seat        Source `json:"seat,omitzero"`
+	Entitlement Source `json:"entitlement,omitzero"`
+	// Asset names the entitlement's asset; default "{asset_id}".
+	Asset Source `json:"asset,omitzero"`
 	// Checkout, on a seat route of a floating license, checks out (or
 	// renews) the caller's lease before the seat is decided.
 	Checkout bool `json:"checkout,omitempty"`
 
 	segs []segment
+}
+
+// Source is where a route takes a license, type or asset from: written as
+// a literal ("editor"), a path parameter ("{license}"), or a request
+// header ({from_header: x-asset-id}).
+type Source struct {
+	Literal, Param, Header string
+}
+
+// IsZero reports an unset source.
+func (s Source) IsZero() bool { return s == Source{} }
+
+// String is the source as written in a route file.
+func (s Source) String() string {
+	switch {
+	case s.Param != "":
+		return "{" + s.Param + "}"
+	case s.Header != "":
+		return "{from_header: " + s.Header + "}"
+	}
+	return s.Literal
+}
+
+// UnmarshalJSON reads a string (literal or "{param}") or {"from_header": name}.
+func (s *Source) UnmarshalJSON(b []byte) error {
+	var str string
+	if err := json.Unmarshal(b, &str); err == nil {
+		if name, ok := strings.CutPrefix(str, "{"); ok && strings.HasSuffix(name, "}") && len(name) > 1 {
+			*s = Source{Param: strings.TrimSuffix(name, "}")}
+		} else {
+			*s = Source{Literal: str}
+		}
+		return nil
+	}
+	var obj struct {
+		FromHeader *string `json:"from_header"`
+	}
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.DisallowUnknownFields()
+	if err := d.Decode(&obj); err != nil || obj.FromHeader == nil {
+		return fmt.Errorf(`must be a string ("name" or "{param}") or {from_header: header-name}, got %s`, b)
+	}
+	if *obj.FromHeader == "" {
+		return errors.New("from_header: must name a header")
+	}
+	*s = Source{Header: strings.ToLower(*obj.FromHeader)}
+	return nil
+}
+
+// resolve gives the source's value for a request: "" when its path
+// parameter or header is absent or empty.
+func (s *Source) resolve(params map[string]string, header func(string) string) string {
+	switch {
+	case s.Param != "":
+		return params[s.Param]
+	case s.Header != "":
+		if header == nil {
+			return ""
+		}
+		return header(s.Header)
+	}
+	return s.Literal
+}
+
+// headerName is what a header name may hold (RFC 9110 token characters).
+func headerName(h string) bool {
+	if h == "" {
+		return false
+	}
+	for _, c := range h {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || strings.ContainsRune("!#$%&'*+-.^_`|~", c)) {
+			return false
+		}
+	}
+	return true
 }
 
 type segment struct {
@@ -91,11 +169,11 @@ func ParseRoutes(b []byte) (*Routes, error) {
 		d := json.NewDecoder(bytes.NewReader(raw))
 		d.DisallowUnknownFields()
 		if err := d.Decode(&r); err != nil {
-			errs = append(errs, fmt.Errorf("routes[%d]: %v (fields: method, path, seat, entitlement, asset, checkout)", i, err))
+			errs = append(errs, fmt.Errorf("routes[%d]: %v (fields: method, path, seat, entitlement, asset, checkout)", i, strings.TrimPrefix(err.Error(), "json: ")))
 			continue
 		}
 		if err := r.compile(); err != nil {
-			errs = append(errs, fmt.Errorf("routes[%d]: %w", i, err))
+			errs = append(errs, errlines.Prefix(fmt.Sprintf("routes[%d] (%s %s): ", i, cmp.Or(r.Method, "any method"), r.Path), err))
 			continue
 		}
 		out.list = append(out.list, r)
@@ -124,7 +202,7 @@ func jsonable(v any) any {
 func (r *Route) compile() error {
 	var errs []error
 	r.Method = strings.ToUpper(r.Method)
-	if (r.Seat == "") == (r.Entitlement == "") {
+	if r.Seat.IsZero() == r.Entitlement.IsZero() {
 		errs = append(errs, errors.New("exactly one of seat and entitlement is required"))
 	}
 	if !strings.HasPrefix(r.Path, "/") {
@@ -151,31 +229,65 @@ func (r *Route) compile() error {
 			r.segs = append(r.segs, segment{lit: p})
 		}
 	}
-	if r.Entitlement != "" {
-		if r.Asset == "" {
-			r.Asset = "{asset_id}"
-		}
-		if name, ok := strings.CutPrefix(r.Asset, "{"); ok {
-			name = strings.TrimSuffix(name, "}")
-			if !params[name] {
-				errs = append(errs, fmt.Errorf("asset: the path has no {%s} to name the entitlement's asset; add it or set asset", name))
-			}
-		}
-	} else if r.Asset != "" {
+	if !r.Entitlement.IsZero() && r.Asset.IsZero() {
+		r.Asset = Source{Param: "asset_id"}
+	} else if !r.Asset.IsZero() && r.Entitlement.IsZero() {
 		errs = append(errs, errors.New("asset: only applies to entitlement routes"))
 	}
-	if r.Checkout && r.Seat == "" {
+	for _, f := range []struct {
+		name, what string
+		src        Source
+	}{{"seat", "license", r.Seat}, {"entitlement", "entitlement type", r.Entitlement}, {"asset", "entitlement's asset", r.Asset}} {
+		switch {
+		case f.src.IsZero():
+		case f.src.Param != "" && !params[f.src.Param]:
+			errs = append(errs, fmt.Errorf("%s: the path has no {%s} to name the %s; add it or set %s", f.name, f.src.Param, f.what, f.name))
+		case f.src.Header == "" && f.src.Param == "" && f.src.Literal == "":
+			errs = append(errs, fmt.Errorf("%s: must not be empty", f.name))
+		case f.src.Header == "" && f.src.Param == "" && strings.ContainsAny(f.src.Literal, "{}"):
+			errs = append(errs, fmt.Errorf("%s: %q is neither a name nor a whole {param}", f.name, f.src.Literal))
+		case f.src.Header != "" && !headerName(f.src.Header):
+			errs = append(errs, fmt.Errorf("%s: from_header: %q is not a header name", f.name, f.src.Header))
+		case f.src.Header == "authorization" || f.src.Header == MinRevisionHeader || f.src.Header == ClientIDHeader:
+			errs = append(errs, fmt.Errorf("%s: from_header: %s is not a header a route may read", f.name, f.src.Header))
+		}
+	}
+	if r.Checkout && r.Seat.IsZero() {
 		errs = append(errs, errors.New("checkout: only applies to seat routes (a floating license's seat)"))
 	}
 	return errors.Join(errs...)
 }
 
-// Match is a matched route with its path parameters.
+// Headers lists the request headers the routes read (from_header), so a
+// front can extract them, and an operator forward them.
+func (r *Routes) Headers() []string {
+	if r == nil {
+		return nil
+	}
+	var hs []string
+	for _, rt := range r.list {
+		for _, s := range []Source{rt.Seat, rt.Entitlement, rt.Asset} {
+			if s.Header != "" && !slices.Contains(hs, s.Header) {
+				hs = append(hs, s.Header)
+			}
+		}
+	}
+	return hs
+}
+
+// Match is a matched route with its path parameters and what it needs:
+// the license of a seat route, or the type and asset of an entitlement
+// route, resolved for the request.
 type Match struct {
-	Index  int
-	Route  *Route
-	Params map[string]string
-	Asset  string // the entitlement's asset
+	Index   int
+	Route   *Route
+	Params  map[string]string
+	License string // seat routes
+	Type    string // entitlement routes
+	Asset   string // the entitlement's asset
+	// Missing names the source that resolved to nothing (a header the
+	// request lacks), "" when none did.
+	Missing string
 }
 
 // ErrPath marks a request path that is not in canonical form.
@@ -231,8 +343,9 @@ func SplitPath(raw string) ([]string, error) {
 }
 
 // Match returns the first route matching method and the path segments
-// SplitPath returned, or false.
-func (r *Routes) Match(method string, segs []string) (Match, bool) {
+// SplitPath returned, or false; header looks up the request's headers
+// (lower-case names) for from_header sources and may be nil.
+func (r *Routes) Match(method string, segs []string, header func(string) string) (Match, bool) {
 	if r == nil {
 		return Match{}, false
 	}
@@ -243,11 +356,18 @@ func (r *Routes) Match(method string, segs []string) (Match, bool) {
 		}
 		if params, ok := rt.match(segs); ok {
 			m := Match{Index: i, Route: rt, Params: params}
-			if rt.Entitlement != "" {
-				m.Asset = rt.Asset
-				if name, ok := strings.CutPrefix(rt.Asset, "{"); ok {
-					m.Asset = params[strings.TrimSuffix(name, "}")]
+			get := func(name string, s *Source) string {
+				v := s.resolve(params, header)
+				if v == "" && m.Missing == "" {
+					m.Missing = name + " " + s.String()
 				}
+				return v
+			}
+			if !rt.Seat.IsZero() {
+				m.License = get("seat", &rt.Seat)
+			} else {
+				m.Type = get("entitlement", &rt.Entitlement)
+				m.Asset = get("asset", &rt.Asset)
 			}
 			return m, true
 		}

@@ -53,17 +53,73 @@ routes:
 	}
 }
 
+// Licenses, types and assets from the path or from a header.
+func TestRouteSources(t *testing.T) {
+	r, err := ParseRoutes([]byte(`
+routes:
+  - {path: "/apps/{license}/*", seat: "{license}"}
+  - {method: GET, path: "/docs/{type}/{asset_id}", entitlement: "{type}"}
+  - {path: "/files/*", entitlement: read_only, asset: {from_header: X-File-Id}}
+  - {path: "/any/*", seat: {from_header: x-license}}
+  - {path: "/typed/{doc}", entitlement: {from_header: x-permission}, asset: "{doc}"}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	headers := map[string]string{"x-file-id": "f9", "x-license": "cad", "x-permission": "admin"}
+	for _, tc := range []struct {
+		method, path        string
+		headers             map[string]string
+		index               int
+		license, typ, asset string
+		missing             string
+	}{
+		{"GET", "/apps/editor/open", nil, 0, "editor", "", "", ""},
+		{"GET", "/docs/admin/d1", nil, 1, "", "admin", "d1", ""},
+		{"GET", "/files/a/b", headers, 2, "", "read_only", "f9", ""},
+		{"GET", "/files/a/b", nil, 2, "", "read_only", "", "asset {from_header: x-file-id}"},
+		{"POST", "/any/x", headers, 3, "cad", "", "", ""},
+		{"POST", "/any/x", map[string]string{"x-license": ""}, 3, "", "", "", "seat {from_header: x-license}"},
+		{"PUT", "/typed/d2", headers, 4, "", "admin", "d2", ""},
+	} {
+		segs, err := SplitPath(tc.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var h func(string) string
+		if tc.headers != nil {
+			h = func(n string) string { return tc.headers[n] }
+		}
+		m, ok := r.Match(tc.method, segs, h)
+		if !ok || m.Index != tc.index || m.License != tc.license || m.Type != tc.typ || m.Asset != tc.asset || m.Missing != tc.missing {
+			t.Errorf("Match(%s %s, %v) = %v %+v", tc.method, tc.path, tc.headers, ok, m)
+		}
+	}
+	if diff := cmp.Diff([]string{"x-file-id", "x-license", "x-permission"}, r.Headers()); diff != "" {
+		t.Errorf("Headers (-want +got):\n%s", diff)
+	}
+}
+
 func TestRoutesRejects(t *testing.T) {
 	for _, tc := range []struct{ src, want string }{
-		{`routes: [{path: "/a", seat: s, entitlement: e}]`, "routes[0]: exactly one of seat and entitlement is required"},
-		{`routes: [{path: "/a"}]`, "routes[0]: exactly one of seat and entitlement is required"},
-		{`routes: [{path: "a", seat: s}]`, `routes[0]: path: must start with /, got "a"`},
+		{`routes: [{path: "/a", seat: s, entitlement: e}]`, "routes[0] (any method /a): exactly one of seat and entitlement is required"},
+		{`routes: [{path: "/a"}]`, "routes[0] (any method /a): exactly one of seat and entitlement is required"},
+		{`routes: [{path: "a", seat: s}]`, `routes[0] (any method a): path: must start with /, got "a"`},
+		{`routes: [{path: "/a", seat: "{license}"}]`, "routes[0] (any method /a): seat: the path has no {license} to name the license"},
+		{`routes: [{method: get, path: "/a/{asset_id}", entitlement: "{kind}"}]`, "routes[0] (GET /a/{asset_id}): entitlement: the path has no {kind}"},
+		{`routes: [{path: "/a", seat: {from_header: "bad header"}}]`, `seat: from_header: "bad header" is not a header name`},
+		{`routes: [{path: "/a", seat: {from_header: authorization}}]`, "seat: from_header: authorization is not a header a route may read"},
+		{`routes: [{path: "/a", seat: {from_headers: x}}]`, "must be a string"},
+		{`routes: [{path: "/a", seat: ""}]`, "exactly one of seat and entitlement"},
+		{`routes: [{path: "/a/{x}", seat: "a{x}"}]`, `seat: "a{x}" is neither a name nor a whole {param}`},
+		{`routes: [{path: "/a/{asset_id}", entitlement: {from_header: ""}}]`, `routes[0]: from_header: must name a header`},
 		{`routes: [{path: "/a/*/b", seat: s}]`, "* may only be the whole last segment"},
 		{`routes: [{path: "/a/{x}/{x}", seat: s}]`, "parameter {x} appears twice"},
 		{`routes: [{path: "/a/b{x}", seat: s}]`, "a {param} must be a whole segment"},
 		{`routes: [{path: "/docs", entitlement: admin}]`, "asset: the path has no {asset_id}"},
+		{`routes: [{path: "/docs", entitlement: admin, asset: {from_header: x-doc}}, {path: "/b", seat: "{s}"}]`, "routes[1] (any method /b): seat: the path has no {s}"},
 		{`routes: [{path: "/docs", seat: s, asset: a}]`, "asset: only applies to entitlement routes"},
-		{`routes: [{path: "/a", seat: s, seats: 2}]`, `routes[0]: json: unknown field "seats"`},
+		{`routes: [{path: "/a", seat: s, seats: 2}]`, `routes[0]: unknown field "seats"`},
 		{`{}`, "routes: is required"},
 		{`routes: [`, "not YAML or JSON"},
 	} {
@@ -79,7 +135,7 @@ func match(r *Routes, method, path string) (Match, bool) {
 	if err != nil {
 		return Match{}, false
 	}
-	return r.Match(method, segs)
+	return r.Match(method, segs, nil)
 }
 
 func TestSplitPath(t *testing.T) {

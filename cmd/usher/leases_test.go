@@ -214,7 +214,7 @@ func TestServeMeshCheckout(t *testing.T) {
 		t.Errorf("u3 (denied) = %d %s", code, body)
 	}
 	if _, err := extauthz.ParseRoutes([]byte(`routes: [{path: "/x/{asset_id}", entitlement: admin, checkout: true}]`)); err == nil ||
-		!strings.Contains(err.Error(), "routes[0]: checkout: only applies to seat routes") {
+		!strings.Contains(err.Error(), "routes[0] (any method /x/{asset_id}): checkout: only applies to seat routes") {
 		t.Errorf("checkout on an entitlement route: %v", err)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -347,6 +348,9 @@ func startMesh(ctx context.Context, wg *sync.WaitGroup, f *serveFlags, engine *d
 	if f.routes != "" {
 		if routes, err = extauthz.LoadRoutes(f.routes); err != nil {
 			return nil, nil, usageError{err}
+		}
+		if hs := routes.Headers(); len(hs) > 0 {
+			log.Info("routes read request headers; the HTTP front sees them only if Envoy forwards them (authorization_request.allowed_headers)", "headers", strings.Join(hs, ","))
 		}
 	} else {
 		log.Warn("no --routes: every ext_authz request is denied no_route")

@@ -58,7 +58,8 @@ func (s *Service) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.
 func Request(req *authv3.CheckRequest) extauthz.Request {
 	h := req.GetAttributes().GetRequest().GetHttp()
 	hs := h.GetHeaders()
-	return extauthz.Request{Method: h.GetMethod(), Path: h.GetPath(), Authorization: hs["authorization"], MinRevision: hs[extauthz.MinRevisionHeader], ClientID: hs[extauthz.ClientIDHeader]}
+	return extauthz.Request{Method: h.GetMethod(), Path: h.GetPath(), Authorization: hs["authorization"], MinRevision: hs[extauthz.MinRevisionHeader], ClientID: hs[extauthz.ClientIDHeader],
+		Header: func(name string) string { return hs[name] }} // Envoy sends header names lower-case
 }
 
 func header(k, v string) *corev3.HeaderValueOption {

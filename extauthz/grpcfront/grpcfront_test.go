@@ -39,6 +39,9 @@ routes:
   - {method: PUT, path: "/docs/{asset_id}/settings", entitlement: admin}
   - {path: "/editor/*", seat: editor}
   - {method: POST, path: "/apps/run", seat: appseat}
+  - {method: GET, path: "/seat/{license}", seat: "{license}"}
+  - {method: GET, path: "/ent/{type}/{asset_id}", entitlement: "{type}"}
+  - {method: GET, path: "/files", entitlement: read_only, asset: {from_header: X-Doc}}
 `
 
 type fixture struct {
@@ -106,14 +109,20 @@ type answer struct {
 	reason  string // decision reason, or "unauthenticated"
 	headers map[string]string
 	meta    map[string]string // gRPC: the dynamic metadata
+	body    string            // of a refusal
 }
 
-func (f *fixture) viaGRPC(t *testing.T, method, path, authorization string) answer {
+func (f *fixture) viaGRPC(t *testing.T, method, path, authorization string, extra ...map[string]string) answer {
 	t.Helper()
 	req := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
 		Http: &authv3.AttributeContext_HttpRequest{Method: method, Path: path, Headers: map[string]string{}}}}}
 	if authorization != "" {
 		req.Attributes.Request.Http.Headers["authorization"] = authorization
+	}
+	for _, hs := range extra {
+		for k, v := range hs {
+			req.Attributes.Request.Http.Headers[k] = v
+		}
 	}
 	resp, err := f.grpc.Check(context.Background(), req)
 	if err != nil {
@@ -153,7 +162,7 @@ func (f *fixture) viaGRPC(t *testing.T, method, path, authorization string) answ
 
 // viaHTTP sends the request line as written (no client cleans or
 // escapes the path), as Envoy's HTTP ext_authz service does.
-func (f *fixture) viaHTTP(t *testing.T, method, path, authorization string) answer {
+func (f *fixture) viaHTTP(t *testing.T, method, path, authorization string, extra ...map[string]string) answer {
 	t.Helper()
 	conn, err := net.Dial("tcp", strings.TrimPrefix(f.http, "http://"))
 	if err != nil {
@@ -164,6 +173,11 @@ func (f *fixture) viaHTTP(t *testing.T, method, path, authorization string) answ
 	if authorization != "" {
 		head += "Authorization: " + authorization + "\r\n"
 	}
+	for _, hs := range extra {
+		for k, v := range hs {
+			head += k + ": " + v + "\r\n"
+		}
+	}
 	if _, err := io.WriteString(conn, head+"\r\n"); err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +187,7 @@ func (f *fixture) viaHTTP(t *testing.T, method, path, authorization string) answ
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	a := answer{status: resp.StatusCode, headers: map[string]string{}}
+	a := answer{status: resp.StatusCode, headers: map[string]string{}, body: string(b)}
 	for k := range resp.Header {
 		a.headers[strings.ToLower(k)] = resp.Header.Get(k)
 	}
@@ -265,6 +279,44 @@ func TestChecks(t *testing.T) {
 	hr, err := f.health.Check(context.Background(), &healthpb.HealthCheckRequest{Service: "envoy.service.auth.v3.Authorization"})
 	if err != nil || hr.GetStatus() != healthpb.HealthCheckResponse_SERVING {
 		t.Errorf("gRPC health = %v, %v; want SERVING", hr.GetStatus(), err)
+	}
+}
+
+// Routes that take the license or type from the path, or the asset from
+// a header, answer alike on both fronts; a request without the header is
+// refused 400, naming the route and the header.
+func TestRouteSourcesOnBothFronts(t *testing.T) {
+	f := setup(t)
+	u := func(sub string) string { return "Bearer " + testjwt.Sign(t, f.key, map[string]any{"sub": sub}) }
+	for _, tc := range []struct {
+		name, path, auth string
+		headers          map[string]string
+		status           int
+		reason           string
+	}{
+		{"license from the path", "/seat/editor", u("u1"), nil, 200, "seat_assigned"},
+		{"license from the path, denied", "/seat/editor", u("u5"), nil, 403, "assignment_denied"},
+		{"an unknown license from the path", "/seat/nope", u("u1"), nil, 403, "license_not_found"},
+		{"type from the path", "/ent/read_only/doc1", u("u1"), nil, 200, "entitled"},
+		{"type from the path, not held", "/ent/admin/doc1", u("u2"), nil, 403, "not_entitled"},
+		{"asset from a header", "/files", u("u2"), map[string]string{"x-doc": "doc1"}, 200, "entitled_via_group"},
+		{"asset from a header, another asset", "/files", u("u2"), map[string]string{"x-doc": "doc9"}, 403, "not_entitled"},
+		{"asset header missing", "/files", u("u2"), nil, 400, "invalid_request"},
+	} {
+		for front, a := range map[string]answer{
+			"grpc": f.viaGRPC(t, "GET", tc.path, tc.auth, tc.headers),
+			"http": f.viaHTTP(t, "GET", tc.path, tc.auth, tc.headers),
+		} {
+			why := a.headers["x-usher-reason"]
+			if a.status != tc.status || why != tc.reason && !(tc.status == 200 && strings.HasPrefix(why, "entitled") && strings.HasPrefix(tc.reason, "entitled")) {
+				t.Errorf("%s, %s: %d %s (x-usher-reason %s), want %d %s", tc.name, front, a.status, a.reason, why, tc.status, tc.reason)
+			}
+		}
+	}
+	// The refusal names the route and the header.
+	a := f.viaHTTP(t, "GET", "/files", u("u2"))
+	if !strings.Contains(a.body, "routes[6] (/files): asset {from_header: x-doc}: the request holds no value for it") {
+		t.Errorf("a request without the route's header: %s", a.body)
 	}
 }
 

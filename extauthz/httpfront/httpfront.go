@@ -38,6 +38,7 @@ func Handle(ctx *fasthttp.RequestCtx, a *extauthz.Authorizer) {
 		Method: string(ctx.Method()), Path: orig, Authorization: string(ctx.Request.Header.Peek("Authorization")),
 		MinRevision: string(ctx.Request.Header.Peek(extauthz.MinRevisionHeader)),
 		ClientID:    string(ctx.Request.Header.Peek(extauthz.ClientIDHeader)),
+		Header:      func(name string) string { return string(ctx.Request.Header.Peek(name)) },
 	})
 	if res.Status == extauthz.Unauthenticated {
 		a.Metrics().AuthFailure(decision.FrontHTTP, res.AuthFailure)
