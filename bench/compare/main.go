@@ -49,11 +49,19 @@ type config struct {
 	out         string
 	skipOPA     bool
 	updatesOnly bool
+	meshOnly    bool
 }
 
 func main() {
-	if len(os.Args) > 2 && os.Args[1] == "noop" {
+	switch {
+	case len(os.Args) > 2 && os.Args[1] == "noop":
 		noop(os.Args[2])
+		return
+	case len(os.Args) > 2 && os.Args[1] == "noop-grpc":
+		noopGRPC(os.Args[2])
+		return
+	case len(os.Args) > 4 && os.Args[1] == "opa-envoy":
+		opaEnvoy(os.Args[2], os.Args[3], os.Args[4])
 		return
 	}
 	var c config
@@ -68,6 +76,7 @@ func main() {
 	flag.StringVar(&c.out, "out", "bench/RESULTS.md", "results file; the chart is written beside it")
 	flag.BoolVar(&c.skipOPA, "skip-opa", false, "measure Usher and the ceiling only")
 	flag.BoolVar(&c.updatesOnly, "updates-only", false, "run only the update scenario and print it (no results file); for profiling")
+	flag.BoolVar(&c.meshOnly, "mesh-only", false, "run only the mesh (ext_authz) scenario; it writes RESULTS-mesh.md beside -out")
 	flag.Parse()
 	if err := run(c); err != nil {
 		fmt.Fprintln(os.Stderr, "compare:", err)
@@ -443,9 +452,13 @@ func writeSynced(path string, b []byte) error {
 	return f.Close()
 }
 
-func build(dir string) (usherBin, opaBin, self string, err error) {
+func build(dir string, withOPA bool) (usherBin, opaBin, self string, err error) {
 	usherBin, opaBin = filepath.Join(dir, "usher"), filepath.Join(dir, "opa")
-	for _, b := range [][]string{{"-o", usherBin, "./cmd/usher"}, {"-o", opaBin, "github.com/open-policy-agent/opa"}} {
+	builds := [][]string{{"-o", usherBin, "./cmd/usher"}}
+	if withOPA {
+		builds = append(builds, []string{"-o", opaBin, "github.com/open-policy-agent/opa"})
+	}
+	for _, b := range builds {
 		cmd := exec.Command("go", append([]string{"build"}, b...)...)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return "", "", "", fmt.Errorf("go build %v: %v\n%s", b, err, out)
@@ -462,7 +475,7 @@ func run(c config) error {
 	}
 	defer os.RemoveAll(dir)
 	fmt.Fprintln(os.Stderr, "building usher and opa (same OPA module version as Usher's)…")
-	usherBin, opaBin, self, err := build(dir)
+	usherBin, opaBin, self, err := build(dir, !c.meshOnly && !c.skipOPA)
 	if err != nil {
 		return err
 	}
@@ -500,6 +513,16 @@ func run(c config) error {
 	}
 	if err := writeSynced(policyPath, []byte(opa.Policy)); err != nil {
 		return err
+	}
+	meshKey, meshReqs, err := prepareMesh(snap, g)
+	if err != nil {
+		return err
+	}
+	if c.meshOnly {
+		snap, doc, db = nil, nil, nil
+		runtime.GC()
+		debug.FreeOSMemory()
+		return mesh(c, dir, usherBin, self, statePath, dataPath, meshKey, meshReqs, records)
 	}
 	// The answers every response must give, from the engine in this process.
 	hot, cold := gen.Checks(g, 1000, 1), gen.Checks(g, 600_000, 2)
@@ -632,7 +655,14 @@ func run(c config) error {
 	for _, r := range upd {
 		fmt.Fprintf(os.Stderr, "%-6s %-22s %9.0f decisions/s  p99 %7.0fµs errors %d\n", r.system, r.scenario, r.throughput(), r.q(99), r.errors)
 	}
-	return report(c, records, us, os_, mismatches, results)
+	if err := report(c, records, us, os_, mismatches, results); err != nil {
+		return err
+	}
+	for _, s := range servers {
+		stop(s.cmd) // the mesh starts servers of its own
+	}
+	servers = nil
+	return mesh(c, dir, usherBin, self, statePath, dataPath, meshKey, meshReqs, records)
 }
 
 // updates measures cache-hot throughput of an Usher following Redis,
