@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -50,6 +51,7 @@ type config struct {
 	skipOPA     bool
 	updatesOnly bool
 	meshOnly    bool
+	debugAddr   string
 }
 
 func main() {
@@ -76,6 +78,7 @@ func main() {
 	flag.StringVar(&c.out, "out", "bench/RESULTS.md", "results file; the chart is written beside it")
 	flag.BoolVar(&c.skipOPA, "skip-opa", false, "measure Usher and the ceiling only")
 	flag.BoolVar(&c.updatesOnly, "updates-only", false, "run only the update scenario and print it (no results file); for profiling")
+	flag.StringVar(&c.debugAddr, "debug-addr", "", "--debug-addr of the mesh scenario's usher (pprof), for profiling")
 	flag.BoolVar(&c.meshOnly, "mesh-only", false, "run only the mesh (ext_authz) scenario; it writes RESULTS-mesh.md beside -out")
 	flag.Parse()
 	if err := run(c); err != nil {
@@ -452,11 +455,35 @@ func writeSynced(path string, b []byte) error {
 	return f.Close()
 }
 
+// sameOPA checks that bench/opaserver builds the OPA version Usher uses.
+func sameOPA() error {
+	version := func(path string) string {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return ""
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(line); len(f) >= 2 && f[0] == "github.com/open-policy-agent/opa" {
+				return f[1]
+			}
+		}
+		return ""
+	}
+	ours, theirs := version("go.mod"), version("bench/opaserver/go.mod")
+	if ours == "" || ours != theirs {
+		return fmt.Errorf("bench/opaserver/go.mod builds OPA %q, Usher uses %q: run `go get -tool github.com/open-policy-agent/opa@%s` there", theirs, ours, ours)
+	}
+	return nil
+}
+
 func build(dir string, withOPA bool) (usherBin, opaBin, self string, err error) {
 	usherBin, opaBin = filepath.Join(dir, "usher"), filepath.Join(dir, "opa")
 	builds := [][]string{{"-o", usherBin, "./cmd/usher"}}
 	if withOPA {
-		builds = append(builds, []string{"-o", opaBin, "github.com/open-policy-agent/opa"})
+		if err := sameOPA(); err != nil {
+			return "", "", "", err
+		}
+		builds = append(builds, []string{"-C", "bench/opaserver", "-o", opaBin, "github.com/open-policy-agent/opa"})
 	}
 	for _, b := range builds {
 		cmd := exec.Command("go", append([]string{"build"}, b...)...)

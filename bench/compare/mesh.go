@@ -408,8 +408,12 @@ func mesh(c config, dir, usherBin, self, statePath, dataPath string, key *rsa.Pr
 	var systems []*meshSystem
 	// Usher, both fronts in one process.
 	ua, ga := freeAddr(), freeAddr()
-	cmd, took, err := start("usher", []string{usherBin, "serve", "--state", statePath, "--http-addr", ua, "--grpc-addr", ga, "--jwks", jwksPath,
-		"--jwt-issuer", meshIssuer, "--jwt-audience", meshAudience, "--routes", routesPath, "--log-level", "warn"}, ua, "/health/ready", 5*time.Minute)
+	args := []string{usherBin, "serve", "--state", statePath, "--http-addr", ua, "--grpc-addr", ga, "--jwks", jwksPath,
+		"--jwt-issuer", meshIssuer, "--jwt-audience", meshAudience, "--routes", routesPath, "--log-level", "warn"}
+	if c.debugAddr != "" {
+		args = append(args, "--debug-addr", c.debugAddr)
+	}
+	cmd, took, err := start("usher", args, ua, "/health/ready", 5*time.Minute)
 	if err != nil {
 		return err
 	}

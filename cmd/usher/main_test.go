@@ -395,9 +395,9 @@ func TestEvalAndVersion(t *testing.T) {
 	}
 	// Every problem across serve's settings at once, before anything starts.
 	_, stderr, code = runUsher(t, "serve", "--routes", "x.yaml", "--state", "a.json", "--redis-url", "redis://127.0.0.1:1",
-		"--decision-log-sample", "0.5", "--shutdown-delay", "-1s")
+		"--decision-log-sample", "0.5", "--shutdown-delay", "-1s", "--grpc-stream-workers", "0")
 	for _, want := range []string{"usher: decision-log-sample: only applies with --decision-log", "usher: jwks: --routes",
-		"usher: state and redis-url: give one source", "usher: shutdown-delay: must not be negative"} {
+		"usher: state and redis-url: give one source", "usher: shutdown-delay: must not be negative", "usher: grpc-stream-workers: must be from 1 to 4096, got 0"} {
 		if code != 2 || !strings.Contains(stderr, want) {
 			t.Errorf("usher serve with four bad settings: exit %d stderr %q, want 2 and %q", code, stderr, want)
 		}

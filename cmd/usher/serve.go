@@ -64,7 +64,7 @@ type serveFlags struct {
 	evaluateAuth                                    bool
 	decisionLog, debugAddr                          string
 	decisionLogSample                               float64
-	maxBody, maxHeader                              int
+	maxBody, maxHeader, grpcWorkers                 int
 	cacheEntries, cacheMaxBytes                     int64
 	drain, maxStaleness, snapshotInterval           time.Duration
 	syncVerify, consistencyWait                     time.Duration
@@ -92,6 +92,9 @@ func (f *serveFlags) validate() error {
 	}
 	if f.snapshotFile != "" && f.redisURL == "" {
 		bad("snapshot-file: only applies with --redis-url")
+	}
+	if f.grpcWorkers < 1 || f.grpcWorkers > 4096 {
+		bad("grpc-stream-workers: must be from 1 to 4096, got %d", f.grpcWorkers)
 	}
 	if f.consistencyWait > time.Minute {
 		bad("consistency-wait: at most 1m (a request holds its connection while it waits), got %s", f.consistencyWait)
@@ -210,7 +213,7 @@ func serve(args []string, stderr io.Writer) error {
 	}
 	var grpcSrv *grpc.Server
 	if authorizer != nil {
-		grpcSrv = grpcfront.NewServer(sig, authorizer, engine.Ready, 500*time.Millisecond)
+		grpcSrv = grpcfront.NewServer(sig, authorizer, engine.Ready, 500*time.Millisecond, f.grpcWorkers)
 		wg.Go(func() { errc <- grpcSrv.Serve(ls.grpc) })
 		log.Info("ext_authz serving", "grpc", f.grpcAddr, "http", f.httpAddr+"/ext_authz/", "routes", authorizer.Routes().Len())
 	}
@@ -251,6 +254,7 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveFlags, error) {
 	fs.DurationVar(&f.syncVerify, "sync-verify-interval", statesync.DefaultVerifyInterval, "with --redis-url: prove at least this often that the change stream still continues from the applied position (else reload in full); a Redis that does not answer within this plus 1s is an outage")
 	fs.DurationVar(&f.maxStaleness, "max-staleness", 0, "answer 503 state_stale and fail readiness once the state was last known current longer ago than this (0: off)")
 	fs.StringVar(&f.grpcAddr, "grpc-addr", grpcfront.DefaultAddr, "gRPC listen address of the Envoy ext_authz service (started with --jwks)")
+	fs.IntVar(&f.grpcWorkers, "grpc-stream-workers", grpcfront.DefaultStreamWorkers, "gRPC ext_authz calls answered by reused goroutines at once (more run on new ones); size it to the checks Envoy has in flight")
 	fs.StringVar(&f.routes, "routes", "", "route data (YAML or JSON) for the ext_authz fronts: which route needs which seat or entitlement")
 	fs.StringVar(&f.jwks, "jwks", "", "JSON Web Key Set (file or http(s) URL) that verifies bearer tokens; turns on the ext_authz fronts")
 	fs.StringVar(&f.issuer, "jwt-issuer", "", "required iss of tokens (empty: not checked)")

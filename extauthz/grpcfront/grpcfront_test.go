@@ -77,7 +77,7 @@ func setup(t testing.TB) *fixture {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	gs := grpcfront.NewServer(ctx, a, e.Ready, 20*time.Millisecond)
+	gs := grpcfront.NewServer(ctx, a, e.Ready, 20*time.Millisecond, grpcfront.DefaultStreamWorkers)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
