@@ -513,6 +513,34 @@ func startServeNotReady(t *testing.T, env []string, args ...string) *proc {
 	return p
 }
 
+// A route file that breaks the rules stops serve before it listens, with
+// every problem named by route and field.
+func TestServeRefusesBadRoutes(t *testing.T) {
+	dir := t.TempDir()
+	jwks := filepath.Join(dir, "jwks.json")
+	os.WriteFile(jwks, testjwt.JWKS(testjwt.RSA(t, "k1")), 0o644)
+	routes := filepath.Join(dir, "routes.yaml")
+	os.WriteFile(routes, []byte(`routes:
+  - {path: "/apps/{license}/*", seat: "{license}"}
+  - {method: get, path: "/acl/{asset_id}", entitlement: "{kind}"}
+  - {path: "/files/*", entitlement: read_only, asset: {from_header: "x file"}}
+  - {path: "/cad/*", seat: {from_header: authorization}}
+`), 0o644)
+	_, stderr, code := runUsher(t, "serve", "--jwks", jwks, "--routes", routes, "--http-addr", freeAddr(t), "--grpc-addr", freeAddr(t))
+	for _, want := range []string{
+		"routes[1] (GET /acl/{asset_id}): entitlement: the path has no {kind} to name the entitlement type",
+		`routes[2] (any method /files/*): asset: from_header: "x file" is not a header name`,
+		"routes[3] (any method /cad/*): seat: from_header: authorization is not a header a route may read",
+	} {
+		if code != 2 || !strings.Contains(stderr, want) {
+			t.Errorf("serve with a bad route file: exit %d, stderr %q; want 2 and %q", code, stderr, want)
+		}
+	}
+	if strings.Contains(stderr, "routes[0]") {
+		t.Errorf("a good route was reported: %s", stderr)
+	}
+}
+
 func TestServeExtAuthz(t *testing.T) {
 	dir := t.TempDir()
 	key := testjwt.RSA(t, "k1")
