@@ -17,13 +17,10 @@ import (
 	"github.com/usher-authz/usher/rego"
 )
 
-// The transport-free core on its own: each kind of answer, and what the
-// fronts need to word and count it.
-func TestCheck(t *testing.T) {
-	p, err := policy.Compile(context.Background(), rego.FS, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
+// parts are what an authorizer is made of: a signing key and the verifier
+// of its key set, the routes, and an engine without state or policy.
+func parts(t *testing.T, routesYAML string) (testjwt.Key, *jwtauth.Verifier, *extauthz.Routes, *decision.Engine) {
+	t.Helper()
 	key := testjwt.RSA(t, "k1")
 	jwks := filepath.Join(t.TempDir(), "jwks.json")
 	os.WriteFile(jwks, testjwt.JWKS(key), 0o644)
@@ -31,7 +28,7 @@ func TestCheck(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	routes, err := extauthz.ParseRoutes([]byte(`routes: [{path: "/editor/*", seat: editor}]`))
+	routes, err := extauthz.ParseRoutes([]byte(routesYAML))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +36,18 @@ func TestCheck(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer e.Close()
+	t.Cleanup(e.Close)
+	return key, v, routes, e
+}
+
+// The transport-free core on its own: each kind of answer, and what the
+// fronts need to word and count it.
+func TestCheck(t *testing.T) {
+	p, err := policy.Compile(context.Background(), rego.FS, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, v, routes, e := parts(t, `routes: [{path: "/editor/*", seat: editor}]`)
 	a, err := extauthz.New(extauthz.Config{Engine: e, Policy: func() *policy.Compiled { return p }, Routes: routes, Verifier: v})
 	if err != nil {
 		t.Fatal(err)

@@ -3,8 +3,6 @@ package extauthz_test
 import (
 	"context"
 	"io/fs"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -12,7 +10,6 @@ import (
 	"github.com/usher-authz/usher/decision"
 	"github.com/usher-authz/usher/extauthz"
 	"github.com/usher-authz/usher/internal/testjwt"
-	"github.com/usher-authz/usher/jwtauth"
 	"github.com/usher-authz/usher/policy"
 	"github.com/usher-authz/usher/rego"
 )
@@ -73,22 +70,7 @@ decision := {"allowed": false, "reason": e.reason, "decision_id": e.decision_id}
 	clock := `package usher.route
 decision := {"allowed": true, "reason": "seat_assigned", "headers": {"x-at": sprintf("%d", [time.now_ns()])}}`
 
-	key := testjwt.RSA(t, "k1")
-	jwks := filepath.Join(t.TempDir(), "jwks.json")
-	os.WriteFile(jwks, testjwt.JWKS(key), 0o644)
-	v, err := jwtauth.NewVerifier(context.Background(), jwtauth.Config{JWKS: jwks})
-	if err != nil {
-		t.Fatal(err)
-	}
-	routes, err := extauthz.ParseRoutes([]byte(`routes: [{path: "/editor/*", seat: editor}]`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := decision.NewEngine(decision.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
+	key, v, routes, e := parts(t, `routes: [{path: "/editor/*", seat: editor}]`)
 	state := func(raw string) {
 		doc, err := decision.DecodeDocument(strings.NewReader(raw))
 		if err != nil {

@@ -528,18 +528,8 @@ func meshReport(c config, records, compared int, mismatches map[string]int, rs [
 		fmt.Fprintf(&b, " %s **%d**;", name, mismatches[name])
 	}
 	b.WriteString(" every other system 0.\n\n")
-	b.WriteString("| system | scenario | checks/s | p50 µs | p99 µs | p99.9 µs | errors | mismatches | server CPU µs/check | RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|\n")
-	for _, r := range rs {
-		wrong := "–"
-		if r.checked {
-			wrong = fmt.Sprint(r.mismatches)
-		}
-		fmt.Fprintf(&b, "| %s | %s | %.0f | %.0f | %.0f | %.0f | %d | %s | %.1f | %.0f |\n", r.system, r.scenario, r.throughput(), r.q(50), r.q(99), r.q(99.9), r.errors, wrong, r.cpuPerDecision(), r.rss)
-	}
-	b.WriteString("\n## Ratios and targets\n\n| measure | value | target | |\n|---|---|---|---|\n")
-	row := func(name string, v float64, target string, ok bool) {
-		fmt.Fprintf(&b, "| %s | %.2f | %s | %s |\n", name, v, target, verdict(ok))
-	}
+	table(&b, "check", rs)
+	row := ratios(&b)
 	report := func(name string, v float64) { fmt.Fprintf(&b, "| %s | %.2f | (reported) | |\n", name, v) }
 	for _, conc := range []string{"16", "64"} {
 		sc := "closed, concurrency " + conc

@@ -26,6 +26,26 @@ func verdict(ok bool) string {
 	return "**missed**"
 }
 
+// table writes results as a Markdown table; unit names what is counted.
+func table(b *strings.Builder, unit string, rs []result) {
+	fmt.Fprintf(b, "| system | scenario | %ss/s | p50 µs | p99 µs | p99.9 µs | errors | mismatches | server CPU µs/%s | RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|\n", unit, unit)
+	for _, r := range rs {
+		wrong := "–"
+		if r.checked {
+			wrong = fmt.Sprint(r.mismatches)
+		}
+		fmt.Fprintf(b, "| %s | %s | %.0f | %.0f | %.0f | %.0f | %d | %s | %.1f | %.0f |\n", r.system, r.scenario, r.throughput(), r.q(50), r.q(99), r.q(99.9), r.errors, wrong, r.cpuPerDecision(), r.rss)
+	}
+}
+
+// ratios starts the ratios table and returns its row writer.
+func ratios(b *strings.Builder) func(name string, v float64, target string, ok bool) {
+	b.WriteString("\n## Ratios and targets\n\n| measure | value | target | |\n|---|---|---|---|\n")
+	return func(name string, v float64, target string, ok bool) {
+		fmt.Fprintf(b, "| %s | %.2f | %s | %s |\n", name, v, target, verdict(ok))
+	}
+}
+
 func report(c config, records int, us, op *server, mismatches int, rs []result) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Usher vs the OPA server\n\n")
@@ -43,18 +63,9 @@ func report(c config, records int, us, op *server, mismatches int, rs []result) 
 	if op != nil {
 		fmt.Fprintf(&b, "| opa | %v | %.0f MiB |\n", op.load.Round(time.Millisecond), op.rss)
 	}
-	b.WriteString("\n| system | scenario | decisions/s | p50 µs | p99 µs | p99.9 µs | errors | mismatches | server CPU µs/decision | RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|\n")
-	for _, r := range rs {
-		wrong := "–"
-		if r.checked {
-			wrong = fmt.Sprint(r.mismatches)
-		}
-		fmt.Fprintf(&b, "| %s | %s | %.0f | %.0f | %.0f | %.0f | %d | %s | %.1f | %.0f |\n", r.system, r.scenario, r.throughput(), r.q(50), r.q(99), r.q(99.9), r.errors, wrong, r.cpuPerDecision(), r.rss)
-	}
-	b.WriteString("\n## Ratios and targets\n\n| measure | value | target | |\n|---|---|---|---|\n")
-	row := func(name string, v float64, target string, ok bool) {
-		fmt.Fprintf(&b, "| %s | %.2f | %s | %s |\n", name, v, target, verdict(ok))
-	}
+	b.WriteString("\n")
+	table(&b, "decision", rs)
+	row := ratios(&b)
 	uh, oh, ceil := find(rs, "usher", "cache-hot closed"), find(rs, "opa", "cache-hot closed"), find(rs, "noop", "ceiling")
 	uc, oc := find(rs, "usher", "cache-cold closed"), find(rs, "opa", "cache-cold closed")
 	if uh != nil && ceil != nil {
