@@ -61,21 +61,25 @@ func Request(req *authv3.CheckRequest) extauthz.Request {
 		Header: func(name string) string { return hs[name] }} // Envoy sends header names lower-case
 }
 
-func header(k, v string) *corev3.HeaderValueOption {
-	return &corev3.HeaderValueOption{
-		Header:       &corev3.HeaderValue{Key: k, Value: v},
-		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD, // a client cannot smuggle its own
+// headers converts a reply's headers, each overwriting any the client
+// sent (it cannot smuggle its own); the messages are allocated together.
+func headers(rep []extauthz.Header) []*corev3.HeaderValueOption {
+	opts := make([]corev3.HeaderValueOption, len(rep))
+	vals := make([]corev3.HeaderValue, len(rep))
+	hs := make([]*corev3.HeaderValueOption, len(rep))
+	for i, h := range rep {
+		vals[i].Key, vals[i].Value = h.Key, h.Value
+		opts[i].Header, opts[i].AppendAction = &vals[i], corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
+		hs[i] = &opts[i]
 	}
+	return hs
 }
 
 // Response converts an authorizer result into Envoy's CheckResponse, as
 // the result's Reply encodes it.
 func Response(r extauthz.Result) *authv3.CheckResponse {
 	rep := r.Reply()
-	hs := make([]*corev3.HeaderValueOption, len(rep.Headers))
-	for i, h := range rep.Headers {
-		hs[i] = header(h.Key, h.Value)
-	}
+	hs := headers(rep.Headers)
 	if r.Status == extauthz.Allowed {
 		return &authv3.CheckResponse{
 			Status:          &status.Status{Code: int32(codes.OK)},
@@ -101,13 +105,21 @@ func Response(r extauthz.Result) *authv3.CheckResponse {
 // namespace, envoy.filters.http.ext_authz), for access logs: reason,
 // decision_id, tenant_id and subject, each when known.
 func metadata(r extauthz.Result) *structpb.Struct {
-	fields := make(map[string]*structpb.Value, 4)
-	for _, f := range [...]struct{ k, v string }{{"reason", r.Reason}, {"decision_id", r.DecisionID}, {"tenant_id", r.Tenant}, {"subject", r.Subject}} {
+	var m struct { // one allocation for the struct and its values
+		s    structpb.Struct
+		vals [4]structpb.Value
+		strs [4]structpb.Value_StringValue
+	}
+	p := &m
+	p.s.Fields = make(map[string]*structpb.Value, 4)
+	for i, f := range [...]struct{ k, v string }{{"reason", r.Reason}, {"decision_id", r.DecisionID}, {"tenant_id", r.Tenant}, {"subject", r.Subject}} {
 		if f.v != "" {
-			fields[f.k] = structpb.NewStringValue(f.v)
+			p.strs[i].StringValue = f.v
+			p.vals[i].Kind = &p.strs[i]
+			p.s.Fields[f.k] = &p.vals[i]
 		}
 	}
-	return &structpb.Struct{Fields: fields}
+	return &p.s
 }
 
 // DefaultStreamWorkers is how many calls reused goroutines answer at once:
