@@ -175,11 +175,15 @@ local reserved_count
 local function reserved_seats()
   if reserved_count then return reserved_count end
   local c = redis.call('HMGET', KEYS[9], 'count', 'until', 'pos', 'epoch')
-  if c[1] and c[4] == epoch and (tonumber(c[2]) < 0 or now < tonumber(c[2])) then
-    local upto = unchanged_since(c[3])
+  local count, until_ms, pos = tonumber(c[1]), tonumber(c[2]), c[3]
+  -- Anything else in the key (an operator's edit, a half-written hash)
+  -- counts again.
+  if count and until_ms and type(pos) == 'string' and string.match(pos, '^%d+%-%d+$') and c[4] == epoch
+      and (until_ms < 0 or now < until_ms) then
+    local upto = unchanged_since(pos)
     if upto then
-      if upto ~= c[3] then redis.call('HSET', KEYS[9], 'pos', upto) end
-      reserved_count = tonumber(c[1])
+      if upto ~= pos then redis.call('HSET', KEYS[9], 'pos', upto) end
+      reserved_count = count
       return reserved_count
     end
   end

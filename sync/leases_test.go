@@ -368,6 +368,19 @@ func TestLeaseReservedCount(t *testing.T) {
 				t.Fatal(err)
 			}
 		}, 1},
+		{"a mangled count", func() {
+			inUse()
+			if err := c.HSet(ctx, key, "count", 7, "until", "soon", "pos", "here").Err(); err != nil {
+				t.Fatal(err)
+			}
+		}, 1},
+		{"a count without its fields", func() {
+			inUse()
+			if err := c.HDel(ctx, key, "until", "pos").Err(); err != nil {
+				t.Fatal(err)
+			}
+			poison()
+		}, 1},
 	} {
 		inUse()
 		tc.change()
