@@ -72,7 +72,7 @@ func (s *Source) UnmarshalJSON(b []byte) error {
 	d := json.NewDecoder(bytes.NewReader(b))
 	d.DisallowUnknownFields()
 	if err := d.Decode(&obj); err != nil || obj.FromHeader == nil {
-		return fmt.Errorf(`must be a string ("name" or "{param}") or {from_header: header-name}, got %s`, b)
+		return fmt.Errorf(`must be a string ("name" or "{param}", quoted in YAML) or {from_header: header-name}, got %s`, b)
 	}
 	if *obj.FromHeader == "" {
 		return errors.New("from_header: must name a header")

@@ -110,6 +110,7 @@ func TestRoutesRejects(t *testing.T) {
 		{`routes: [{path: "/a", seat: {from_header: "bad header"}}]`, `seat: from_header: "bad header" is not a header name`},
 		{`routes: [{path: "/a", seat: {from_header: authorization}}]`, "seat: from_header: authorization is not a header a route may read"},
 		{`routes: [{path: "/a", seat: {from_headers: x}}]`, "must be a string"},
+		{`routes: [{path: "/a/{license}", seat: {license}}]`, `quoted in YAML) or {from_header: header-name}, got {"license":null}`},
 		{`routes: [{path: "/a", seat: ""}]`, "exactly one of seat and entitlement"},
 		{`routes: [{path: "/a/{x}", seat: "a{x}"}]`, `seat: "a{x}" is neither a name nor a whole {param}`},
 		{`routes: [{path: "/a/{asset_id}", entitlement: {from_header: ""}}]`, `routes[0]: from_header: must name a header`},
