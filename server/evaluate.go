@@ -15,6 +15,7 @@ import (
 	"github.com/usher-authz/usher/decision"
 	"github.com/usher-authz/usher/internal/jsonscan"
 	"github.com/usher-authz/usher/internal/jsonw"
+	"github.com/usher-authz/usher/jwtauth"
 )
 
 // tooOld reports the state's age and whether it is past MaxStaleness.
@@ -37,6 +38,29 @@ func (s *Server) stale(ctx *fasthttp.RequestCtx) bool {
 	return true
 }
 
+// readCheck reads an evaluate body into req, as the caller id may ask it,
+// or answers why not.
+func readCheck(ctx *fasthttp.RequestCtx, id jwtauth.Identity, req *decision.Request) bool {
+	if err := parseEvaluateInto(ctx.PostBody(), "", id.Tenant, req); err != nil {
+		writeError(ctx, fasthttp.StatusBadRequest, "invalid_request", message(err))
+		return false
+	}
+	if err := scope(id, req, ""); err != nil {
+		writeError(ctx, fasthttp.StatusForbidden, "forbidden", err.Error())
+		return false
+	}
+	return true
+}
+
+// await waits for the state to reach min, or answers why it did not.
+func (s *Server) await(ctx *fasthttp.RequestCtx, min decision.Token) bool {
+	if _, err := s.cfg.Engine.Await(min); err != nil {
+		s.engineError(ctx, err)
+		return false
+	}
+	return true
+}
+
 func (s *Server) evaluate(ctx *fasthttp.RequestCtx) {
 	if s.stale(ctx) {
 		return
@@ -46,12 +70,7 @@ func (s *Server) evaluate(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	var req decision.Request
-	if err := parseEvaluateInto(ctx.PostBody(), "", id.Tenant, &req); err != nil {
-		writeError(ctx, fasthttp.StatusBadRequest, "invalid_request", message(err))
-		return
-	}
-	if err := scope(id, &req, ""); err != nil {
-		writeError(ctx, fasthttp.StatusForbidden, "forbidden", err.Error())
+	if !readCheck(ctx, id, &req) {
 		return
 	}
 	d, err := s.cfg.Engine.Decide(decision.APIEvaluate, &req)

@@ -85,19 +85,10 @@ func (s *Server) explain(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	var req decision.Request
-	if err := parseEvaluateInto(ctx.PostBody(), "", id.Tenant, &req); err != nil {
-		writeError(ctx, fasthttp.StatusBadRequest, "invalid_request", message(err))
-		return
-	}
-	if err := scope(id, &req, ""); err != nil {
-		writeError(ctx, fasthttp.StatusForbidden, "forbidden", err.Error())
+	if !readCheck(ctx, id, &req) || !s.await(ctx, req.MinRevision) {
 		return
 	}
 	e := s.cfg.Engine
-	if _, err := e.Await(req.MinRevision); err != nil {
-		s.engineError(ctx, err)
-		return
-	}
 	x, err := e.Explain(e.Snapshot(), &req)
 	if err != nil {
 		s.engineError(ctx, err)

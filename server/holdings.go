@@ -158,11 +158,10 @@ func (s *Server) holdings(ctx *fasthttp.RequestCtx, holders bool) {
 		writeError(ctx, fasthttp.StatusForbidden, "forbidden", err.Error())
 		return
 	}
-	e := s.cfg.Engine
-	if _, err := e.Await(req.MinRevision); err != nil {
-		s.engineError(ctx, err)
+	if !s.await(ctx, req.MinRevision) {
 		return
 	}
+	e := s.cfg.Engine
 	snap := e.Snapshot()
 	if snap == nil || e.Policy() == nil {
 		s.engineError(ctx, readinessError(e))

@@ -315,8 +315,7 @@ func (s *Server) listLeases(ctx *fasthttp.RequestCtx) {
 			writeError(ctx, fasthttp.StatusBadRequest, "invalid_request", "min_revision: "+err.Error())
 			return
 		}
-		if _, err := s.cfg.Engine.Await(tok); err != nil {
-			s.engineError(ctx, err)
+		if !s.await(ctx, tok) {
 			return
 		}
 	}
