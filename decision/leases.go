@@ -208,21 +208,30 @@ func (t *Tenant) FloatingInUse(licenseID string, at Instant) int64 {
 	return n
 }
 
-// LiveLeases counts the leases live at at in every tenant.
-func (s *Snapshot) LiveLeases(at Instant) int {
-	n := 0
+// allLeases yields every lease of every tenant, with the tenant's id.
+func (s *Snapshot) allLeases(yield func(tenant string, l *Lease) bool) {
 	for _, shard := range s.shards {
-		for _, t := range shard {
+		for id, t := range shard {
 			if t.leases == nil {
 				continue
 			}
 			for _, ls := range t.leases.by {
-				for _, l := range ls {
-					if inEffect(l.GrantedAt, l.ExpiresAt, at) {
-						n++
+				for i := range ls {
+					if !yield(id, &ls[i]) {
+						return
 					}
 				}
 			}
+		}
+	}
+}
+
+// LiveLeases counts the leases live at at in every tenant.
+func (s *Snapshot) LiveLeases(at Instant) int {
+	n := 0
+	for _, l := range s.allLeases {
+		if inEffect(l.GrantedAt, l.ExpiresAt, at) {
+			n++
 		}
 	}
 	return n
@@ -233,19 +242,10 @@ func (s *Snapshot) LiveLeases(at Instant) int {
 func (s *Snapshot) ExpiredLeases(at Instant) [][2]string {
 	seen := map[[2]string]bool{}
 	var out [][2]string
-	for _, shard := range s.shards {
-		for id, t := range shard {
-			if t.leases == nil {
-				continue
-			}
-			for k, ls := range t.leases.by {
-				for _, l := range ls {
-					if key := [2]string{id, k.license}; l.ExpiresAt <= at && !seen[key] {
-						seen[key] = true
-						out = append(out, key)
-					}
-				}
-			}
+	for id, l := range s.allLeases {
+		if key := [2]string{id, l.LicenseID}; l.ExpiresAt <= at && !seen[key] {
+			seen[key] = true
+			out = append(out, key)
 		}
 	}
 	return out
