@@ -25,10 +25,9 @@ const floatingState = `{"licenses": [
 	{"id": "d2", "tenant_id": "t1", "license_id": "fl", "assignee_id": "u2", "reservation": "dynamic"},
 	{"id": "x3", "tenant_id": "t1", "license_id": "fl", "assignee_id": "u3", "reservation": "denied"}]}`
 
-// The lease endpoints of a sidecar following Redis: checkout, evaluate
-// from memory, heartbeat, release, the operators' list, and every refusal.
-func TestServeLeases(t *testing.T) {
-	url, ns, w := redisNamespace(t, 0)
+// loadFloating writes floatingState through w.
+func loadFloating(t *testing.T, w *statesync.Writer) {
+	t.Helper()
 	doc, err := decision.DecodeDocument(strings.NewReader(floatingState))
 	if err != nil {
 		t.Fatal(err)
@@ -36,6 +35,13 @@ func TestServeLeases(t *testing.T) {
 	if _, err := w.Load(context.Background(), doc, false); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// The lease endpoints of a sidecar following Redis: checkout, evaluate
+// from memory, heartbeat, release, the operators' list, and every refusal.
+func TestServeLeases(t *testing.T) {
+	url, ns, w := redisNamespace(t, 0)
+	loadFloating(t, w)
 	p := startServe(t, []string{"USHER_REDIS_URL=" + url, "USHER_NAMESPACE=" + ns})
 	checkout := func(subject string) (int, map[string]any) {
 		code, _, got := p.post(t, "/v1/leases/checkout", fmt.Sprintf(`{"tenant_id": "t1", "subject": {"id": %q}, "seat": {"license": "cad"}}`, subject))
@@ -168,13 +174,7 @@ func TestServeLeases(t *testing.T) {
 // denies when the pool is full.
 func TestServeMeshCheckout(t *testing.T) {
 	url, ns, w := redisNamespace(t, 0)
-	doc, err := decision.DecodeDocument(strings.NewReader(floatingState))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.Load(context.Background(), doc, false); err != nil {
-		t.Fatal(err)
-	}
+	loadFloating(t, w)
 	dir := t.TempDir()
 	key := testjwt.RSA(t, "k1")
 	jwks := filepath.Join(dir, "jwks.json")
@@ -241,13 +241,7 @@ func TestServeLeasesWhileRedisIsDown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	doc, err := decision.DecodeDocument(strings.NewReader(floatingState))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.Load(context.Background(), doc, false); err != nil {
-		t.Fatal(err)
-	}
+	loadFloating(t, w)
 	p := startServe(t, []string{"USHER_REDIS_URL=" + srv.URL(), "USHER_NAMESPACE=down"})
 	code, _, got := p.post(t, "/v1/leases/checkout", `{"tenant_id": "t1", "subject": {"id": "u1"}, "seat": {"license": "cad"}}`)
 	if code != 200 || got["granted"] != true {
