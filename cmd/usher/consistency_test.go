@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -27,6 +28,29 @@ func (p *proc) post(t *testing.T, path, body string) (int, string, map[string]an
 		t.Fatal(err)
 	}
 	return resp.StatusCode, resp.Header.Get("Retry-After"), out
+}
+
+// send makes a request with headers (name, value, …) and returns the
+// status, the response headers and the body.
+func (p *proc) send(t *testing.T, method, path, body string, headers ...string) (int, http.Header, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, p.base+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, resp.Header, string(b)
 }
 
 func seatAt(i int, rev string) string {

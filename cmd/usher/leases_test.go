@@ -183,16 +183,9 @@ func TestServeMeshCheckout(t *testing.T) {
 	os.WriteFile(routes, []byte("routes:\n  - {path: \"/cad/*\", seat: cad, checkout: true}\n  - {path: \"/named/*\", seat: named, checkout: true}\n"), 0o644)
 	p := startServe(t, []string{"USHER_REDIS_URL=" + url, "USHER_NAMESPACE=" + ns}, "--jwks", jwks, "--routes", routes, "--grpc-addr", freeAddr(t))
 	call := func(sub string) (int, string) {
-		req, _ := http.NewRequest("GET", p.base+"/ext_authz/cad/drawing", nil)
-		req.Header.Set("Authorization", "Bearer "+testjwt.Sign(t, key, map[string]any{"sub": sub, "tenant_id": "t1"}))
-		req.Header.Set("x-usher-client-id", "workstation")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
+		code, _, body := p.send(t, "GET", "/ext_authz/cad/drawing", "",
+			"Authorization", "Bearer "+testjwt.Sign(t, key, map[string]any{"sub": sub, "tenant_id": "t1"}), "x-usher-client-id", "workstation")
+		return code, body
 	}
 	if code, body := call("u1"); code != 200 {
 		t.Fatalf("u1's first request = %d %s, want 200 with a lease taken", code, body)

@@ -578,41 +578,20 @@ func TestServeExtAuthz(t *testing.T) {
 	if r := check("GET", "/roadmap/roadmap", "Bearer nope"); r.GetStatus().GetCode() != 16 {
 		t.Errorf("gRPC Check with a bad token = %v, want UNAUTHENTICATED", r.GetStatus())
 	}
-	req, _ := http.NewRequest("GET", p.base+"/ext_authz/roadmap/roadmap", nil)
-	req.Header.Set("Authorization", bearer("dave"))
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != 200 || resp.Header.Get("x-usher-decision-id") == "" {
-		t.Errorf("HTTP ext_authz dave /roadmap = %d %v, want 200 with a decision id (read_only via his group)", resp.StatusCode, resp.Header)
+	if code, hs, _ := p.send(t, "GET", "/ext_authz/roadmap/roadmap", "", "Authorization", bearer("dave")); code != 200 || hs.Get("x-usher-decision-id") == "" {
+		t.Errorf("HTTP ext_authz dave /roadmap = %d %v, want 200 with a decision id (read_only via his group)", code, hs)
 	}
 	// --evaluate-auth: the token's tenant, and 401 without one.
-	req, _ = http.NewRequest("POST", p.base+"/v1/evaluate", strings.NewReader(`{"subject": {"id": "alice"}, "seat": {"license": "editor"}}`))
-	req.Header.Set("Authorization", bearer("svc"))
-	resp, err = http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Errorf("evaluate with a token = %d, want 200", resp.StatusCode)
+	if code, _, _ := p.send(t, "POST", "/v1/evaluate", `{"subject": {"id": "alice"}, "seat": {"license": "editor"}}`, "Authorization", bearer("svc")); code != 200 {
+		t.Errorf("evaluate with a token = %d, want 200", code)
 	}
 	if got := p.evaluate(t, `{"tenant_id": "acme", "subject": {"id": "alice"}, "seat": {"license": "editor"}}`); got["error"] == nil {
 		t.Errorf("evaluate without a token = %v, want an error", got)
 	}
 	// Explain shows other principals' records: only for an admin token.
 	explain := func(token string) (int, string) {
-		req, _ := http.NewRequest("POST", p.base+"/v1/explain", strings.NewReader(`{"subject": {"id": "frank"}, "seat": {"license": "editor"}}`))
-		req.Header.Set("Authorization", token)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
+		code, _, body := p.send(t, "POST", "/v1/explain", `{"subject": {"id": "frank"}, "seat": {"license": "editor"}}`, "Authorization", token)
+		return code, body
 	}
 	if code, body := explain(bearer("svc")); code != 403 || !strings.Contains(body, "needs the admin claim") {
 		t.Errorf("explain without the admin claim = %d %s, want 403", code, body)
@@ -711,15 +690,8 @@ func TestTokenRecipe(t *testing.T) {
 	grpcAddr := freeAddr(t)
 	p := startServe(t, nil, "--jwks", jwks, "--routes", routes, "--grpc-addr", grpcAddr)
 	for who, want := range map[string]int{strings.TrimSpace(tok): 200, strings.TrimSpace(frank): 403} {
-		req, _ := http.NewRequest("GET", p.base+"/ext_authz/editor/doc", nil)
-		req.Header.Set("Authorization", "Bearer "+who)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != want {
-			t.Errorf("HTTP ext_authz with a token of usher token = %d, want %d", resp.StatusCode, want)
+		if code, _, _ := p.send(t, "GET", "/ext_authz/editor/doc", "", "Authorization", "Bearer "+who); code != want {
+			t.Errorf("HTTP ext_authz with a token of usher token = %d, want %d", code, want)
 		}
 	}
 	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
