@@ -3,15 +3,12 @@ package extauthz_test
 import (
 	"context"
 	"errors"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/usher-authz/usher/decision"
 	"github.com/usher-authz/usher/extauthz"
 	"github.com/usher-authz/usher/internal/testjwt"
-	"github.com/usher-authz/usher/jwtauth"
 	"github.com/usher-authz/usher/policy"
 	"github.com/usher-authz/usher/rego"
 )
@@ -39,28 +36,13 @@ func TestCheckoutRoute(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key := testjwt.RSA(t, "k1")
-	jwks := filepath.Join(t.TempDir(), "jwks.json")
-	os.WriteFile(jwks, testjwt.JWKS(key), 0o644)
-	v, err := jwtauth.NewVerifier(context.Background(), jwtauth.Config{JWKS: jwks})
-	if err != nil {
-		t.Fatal(err)
-	}
-	routes, err := extauthz.ParseRoutes([]byte(`routes: [{path: "/cad/*", seat: cad, checkout: true}]`))
-	if err != nil {
-		t.Fatal(err)
-	}
+	key, v, routes, e := parts(t, `routes: [{path: "/cad/*", seat: cad, checkout: true}]`, decision.Config{CacheEntries: -1})
 	doc, err := decision.ParseDocumentBytes([]byte(`{"licenses": [{"id": "fl", "tenant_id": "acme", "name": "cad", "type": "floating", "seat_limit": 5}],
 		"assignments": [{"id": "d", "tenant_id": "acme", "license_id": "fl", "assignee_id": "u1", "reservation": "dynamic"},
 		{"id": "d2", "tenant_id": "acme", "license_id": "fl", "assignee_id": "u2", "reservation": "dynamic"}]}`))
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := decision.NewEngine(decision.Config{CacheEntries: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
 	e.SetPolicy(p)
 	now := time.Now()
 	lease := func(subject string, left time.Duration) decision.LeaseChange {

@@ -18,8 +18,8 @@ import (
 )
 
 // parts are what an authorizer is made of: a signing key and the verifier
-// of its key set, the routes, and an engine without state or policy.
-func parts(t *testing.T, routesYAML string) (testjwt.Key, *jwtauth.Verifier, *extauthz.Routes, *decision.Engine) {
+// of its key set, the routes, and an engine of cfg without state or policy.
+func parts(t *testing.T, routesYAML string, cfg decision.Config) (testjwt.Key, *jwtauth.Verifier, *extauthz.Routes, *decision.Engine) {
 	t.Helper()
 	key := testjwt.RSA(t, "k1")
 	jwks := filepath.Join(t.TempDir(), "jwks.json")
@@ -32,7 +32,7 @@ func parts(t *testing.T, routesYAML string) (testjwt.Key, *jwtauth.Verifier, *ex
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := decision.NewEngine(decision.Config{})
+	e, err := decision.NewEngine(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +47,7 @@ func TestCheck(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, v, routes, e := parts(t, `routes: [{path: "/editor/*", seat: editor}]`)
+	key, v, routes, e := parts(t, `routes: [{path: "/editor/*", seat: editor}]`, decision.Config{})
 	a, err := extauthz.New(extauthz.Config{Engine: e, Policy: func() *policy.Compiled { return p }, Routes: routes, Verifier: v})
 	if err != nil {
 		t.Fatal(err)

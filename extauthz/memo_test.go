@@ -70,7 +70,7 @@ decision := {"allowed": false, "reason": e.reason, "decision_id": e.decision_id}
 	clock := `package usher.route
 decision := {"allowed": true, "reason": "seat_assigned", "headers": {"x-at": sprintf("%d", [time.now_ns()])}}`
 
-	key, v, routes, e := parts(t, `routes: [{path: "/editor/*", seat: editor}]`)
+	key, v, routes, e := parts(t, `routes: [{path: "/editor/*", seat: editor}]`, decision.Config{})
 	state := func(raw string) {
 		doc, err := decision.DecodeDocument(strings.NewReader(raw))
 		if err != nil {
