@@ -208,8 +208,27 @@ func (a *Authorizer) Check(ctx context.Context, api decision.API, r Request) (re
 			return a.result(api, id, out)
 		}
 	}
+	var pc policy.Checker = ch
+	var rec *recorder
+	if memo != nil {
+		rec = &recorder{ch: ch}
+		pc = rec
+	}
+	out, err := pol.Route(policy.WithChecker(ctx, pc), routeInput(r.Method, path, id, m, matched))
+	if err != nil {
+		return a.policyFailed(err, path)
+	}
+	if memo != nil {
+		memo.record(key, rec.calls, out)
+	}
+	return a.result(api, id, out)
+}
+
+// routeInput is the route policy's input (rego/route.rego): the request,
+// the verified caller and the matched route with its resolved values.
+func routeInput(method, path string, id jwtauth.Identity, m Match, matched bool) ast.Value {
 	items := [][2]*ast.Term{
-		ast.Item(ast.StringTerm("method"), ast.StringTerm(r.Method)),
+		ast.Item(ast.StringTerm("method"), ast.StringTerm(method)),
 		ast.Item(ast.StringTerm("path"), ast.StringTerm(path)),
 		ast.Item(ast.StringTerm("tenant_id"), ast.StringTerm(id.Tenant)),
 		ast.Item(ast.StringTerm("app_id"), ast.StringTerm(id.App)),
@@ -236,20 +255,7 @@ func (a *Authorizer) Check(ctx context.Context, api decision.API, r Request) (re
 		}
 		items = append(items, ast.Item(ast.StringTerm("route"), ast.NewTerm(route)))
 	}
-	var pc policy.Checker = ch
-	var rec *recorder
-	if memo != nil {
-		rec = &recorder{ch: ch}
-		pc = rec
-	}
-	out, err := pol.Route(policy.WithChecker(ctx, pc), ast.NewObject(items...))
-	if err != nil {
-		return a.policyFailed(err, path)
-	}
-	if memo != nil {
-		memo.record(key, rec.calls, out)
-	}
-	return a.result(api, id, out)
+	return ast.NewObject(items...)
 }
 
 func (a *Authorizer) policyFailed(err error, path string) Result {
