@@ -214,10 +214,8 @@ func (t *Tenant) grantEnd(check Check, license, id string) Instant {
 	if i, ok := slices.BinarySearchFunc(t.seats, id, func(s seat, id string) int { return strings.Compare(s.id, id) }); ok {
 		return t.seats[i].expiresAt
 	}
-	for _, l := range t.Leases(license) {
-		if l.ID == id {
-			return l.ExpiresAt
-		}
+	if l := t.leaseByID(id); l != nil && l.LicenseID == license {
+		return l.ExpiresAt
 	}
 	return 0
 }

@@ -115,6 +115,24 @@ func (t *Tenant) LeaseLicense(id string) string {
 	return t.leases.byID[id].license
 }
 
+// leaseByID returns the tenant's lease id, or nil.
+func (t *Tenant) leaseByID(id string) *Lease {
+	if t == nil || t.leases == nil {
+		return nil
+	}
+	k, ok := t.leases.byID[id]
+	if !ok {
+		return nil
+	}
+	ls := t.leases.by[k]
+	for i := range ls {
+		if ls[i].ID == id {
+			return &ls[i]
+		}
+	}
+	return nil
+}
+
 // HeldLease returns subject's lease of the license live at at (from the
 // given client when client is not ""), or nil.
 func (t *Tenant) HeldLease(license, subject, client string, at Instant) *Lease {

@@ -1,6 +1,7 @@
 package decision_test
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -68,6 +69,21 @@ func TestFloatingSeats(t *testing.T) {
 			}
 			e.WaitCache()
 		}
+	}
+
+	// Holdings and holders say when the granting lease ends.
+	req := decision.Request{TenantID: "t", Subject: decision.Principal{ID: "u_dyn"}, At: at(now)}
+	hs, err := e.SeatHoldings(snap, req)
+	if err != nil || !slices.ContainsFunc(hs, func(h decision.Holding) bool {
+		return h.LicenseID == "fl" && h.Grant.ID == "L1" && h.ExpiresAt == at("2026-06-01T00:05:00Z")
+	}) {
+		t.Errorf("u_dyn's seat holdings = %+v, %v; want fl by L1 until its expiry", hs, err)
+	}
+	page, _, err := e.Holders(snap, decision.Request{TenantID: "t", Check: decision.CheckSeat, License: "cad", At: at(now)}, "", 100)
+	if err != nil || !slices.ContainsFunc(page, func(h decision.Holding) bool {
+		return h.Person == "u_dyn_g" && h.Grant.ID == "L3" && h.ExpiresAt == at("2026-06-01T00:05:00Z")
+	}) {
+		t.Errorf("cad's holders = %+v, %v; want u_dyn_g by L3 until its expiry", page, err)
 	}
 
 	// A cached leased answer dies with the lease's end and with a release.
